@@ -1,0 +1,142 @@
+"""Every error the provider raises, in one hierarchy.
+
+This module imports nothing from the hook, so models, operators and user code can catch these
+without pulling in HTTP machinery. Messages say what went wrong and what to do about it; none
+of them ever contains the API token.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_dreamina.models import RequestResult
+
+
+class DreaminaError(Exception):
+    """Base class of every error raised by the Dreamina provider."""
+
+    #: Whether running the same task again may succeed without the user changing anything.
+    retryable: bool = False
+
+
+class DreaminaInvalidInputError(DreaminaError):
+    """The input breaks a rule of the Dreamina schema; raised before any money is spent."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DreaminaConfigurationError(DreaminaError):
+    """The Airflow connection is incomplete or malformed (for example, it has no API token)."""
+
+
+class DreaminaAPIError(DreaminaError):
+    """RunComfy answered with an error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error_code: int | None = None,
+        request_id: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.error_code = error_code
+        self.request_id = request_id
+        self.detail = detail
+
+    def __str__(self) -> str:
+        code = f", error_code {self.error_code}" if self.error_code is not None else ""
+        request = f" [request {self.request_id}]" if self.request_id else ""
+        return f"{self.message} (HTTP {self.status_code}{code}){request}"
+
+
+class DreaminaAuthError(DreaminaAPIError):
+    """The API token is missing, expired, revoked, or lacks permission."""
+
+
+class DreaminaInsufficientBalanceError(DreaminaAPIError):
+    """The RunComfy account cannot pay for the generation."""
+
+
+class DreaminaNotFoundError(DreaminaAPIError):
+    """The request id (or model id) is unknown to RunComfy, or has expired."""
+
+
+class DreaminaRejectedInputError(DreaminaAPIError, DreaminaInvalidInputError):
+    """RunComfy refused the input (HTTP 400 or 422); nothing was created."""
+
+    def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
+        DreaminaAPIError.__init__(self, message, **kwargs)
+        self.field = field
+
+
+class DreaminaRateLimitError(DreaminaAPIError):
+    """RunComfy answered 429 more often than the hook was allowed to retry."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class DreaminaServerError(DreaminaAPIError):
+    """RunComfy failed with a 5xx (or error_code 500001) on every attempt."""
+
+    retryable = True
+
+
+class DreaminaConnectionError(DreaminaError):
+    """RunComfy could not be reached, or stopped answering, on every attempt."""
+
+    retryable = True
+
+
+class DreaminaSubmitUncertainError(DreaminaError):
+    """A submit may have created a paid request, but its answer was lost.
+
+    Resending could pay for the same video twice, so the hook never does it on its own.
+    """
+
+    def __init__(self, message: str, *, model_id: str) -> None:
+        super().__init__(message)
+        self.model_id = model_id
+
+
+class DreaminaRequestError(DreaminaError):
+    """A request reached a state that is not success; carries what RunComfy reported."""
+
+    def __init__(self, message: str, *, request_id: str, result: RequestResult | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.result = result
+
+
+class DreaminaJobFailedError(DreaminaRequestError):
+    """The generation ran and failed."""
+
+
+class DreaminaJobCancelledError(DreaminaRequestError):
+    """The request was cancelled before it produced anything."""
+
+
+class DreaminaTimeoutError(DreaminaRequestError):
+    """Waiting for the request took longer than the deadline allowed."""
+
+    retryable = True
+
+
+class DreaminaDownloadError(DreaminaError):
+    """An output could not be saved (refused host, size limit, broken transfer, unwritable target)."""
+
+    def __init__(self, message: str, *, url: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.url = url
+        self.retryable = retryable
