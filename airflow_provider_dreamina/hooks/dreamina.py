@@ -75,10 +75,8 @@ _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx
 
 def _mask(secret: str) -> None:
     """Register a secret with Airflow's masker so it never reaches a log line."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow 3.1 keeps it elsewhere
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    from airflow.sdk.log import mask_secret
+
     mask_secret(secret)
 
 

@@ -1,0 +1,83 @@
+"""Provider metadata for Airflow's ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_dreamina import __version__
+
+_INTEGRATION = "Dreamina (RunComfy)"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-dreamina",
+        "name": "Dreamina",
+        "description": (
+            "Generate videos from an image and a prompt with ByteDance Dreamina 3.0 Pro "
+            "image-to-video, served by RunComfy's Model API."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://www.runcomfy.com/models/bytedance/dreamina-3-0/pro/image-to-video/api",
+                "tags": ["ai", "service"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_dreamina.hooks.dreamina"]}
+        ],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_dreamina.operators.dreamina"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_dreamina.sensors.dreamina"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_dreamina.triggers.dreamina"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "dreamina",
+                "hook-class-name": "airflow_provider_dreamina.hooks.dreamina.DreaminaHook",
+                "hook-name": "Dreamina (RunComfy)",
+                "conn-fields": {
+                    "allowed_output_hosts": {
+                        "label": "Allowed output hosts",
+                        "schema": {"type": ["array", "null"], "items": {"type": "string"}},
+                        "description": (
+                            "Hosts beyond *.runcomfy.net that outputs may be downloaded from; "
+                            "plain http is allowed only for these (for example a local emulator)."
+                        ),
+                    },
+                    "timeout": {
+                        "label": "Read timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                    "max_retries": {
+                        "label": "Retries for reads and cancels",
+                        "schema": {"type": ["integer", "null"], "default": 5},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "Base URL", "password": "API token"},
+                    "placeholders": {
+                        "host": "https://model-api.runcomfy.net",
+                        "password": "RunComfy API token",
+                    },
+                },
+            }
+        ],
+        "extra-links": ["airflow_provider_dreamina.operators.dreamina.DreaminaOutputLink"],
+    }
