@@ -191,8 +191,8 @@ class DreaminaHook(BaseHook):
         certainly did not arrive); overrides the connection's ``max_retries`` extra.
     :param retry_backoff: first backoff in seconds; doubles each attempt, with jitter.
     :param max_retry_wait: cap in seconds on any single wait, ``Retry-After`` included.
-    :param transport: httpx transport for the sync client (tests and proxies).
-    :param async_transport: httpx transport for the async client.
+    :param transport: httpx transport for the sync clients (tests and proxies).
+    :param async_transport: httpx transport for the async clients.
     """
 
     conn_name_attr = "dreamina_conn_id"
@@ -387,6 +387,139 @@ class DreaminaHook(BaseHook):
             return False, str(error)
         return True, f"Connected to {self.settings.base_url}; the API token was accepted."
 
+    # -- outputs ----------------------------------------------------------------------------
+
+    def download_output(
+        self,
+        url: str,
+        sink: OutputSink,
+        *,
+        request_id: str | None = None,
+        index: int = 0,
+        max_bytes: int | None = None,
+        chunk_size: int = DOWNLOAD_CHUNK_SIZE,
+    ) -> DownloadedOutput:
+        """Stream one output into ``sink``, counted against ``Content-Length`` and hashed with SHA-256.
+
+        Memory stays constant: each chunk goes to ``sink`` as it arrives. A transfer broken midway
+        resumes with an HTTP ``Range`` request (or starts again from zero when the server cannot
+        resume); failures are retried with backoff, at most ``max_retries`` times. With
+        ``request_id``, an output URL answering 403, 404 or 410 (expired) is replaced once by a
+        fresh URL from a new result, at the same ``index``. URLs must pass
+        :meth:`DreaminaSettings.output_url_allowed`, and no API token is ever sent to them.
+
+        Raises :class:`DreaminaDownloadError` (naming the URL without its query string); ``sink``
+        then holds an incomplete file, which the caller must discard.
+
+        :param sink: receives the bytes; ``restart()`` asks it to forget what it received so far.
+        :param max_bytes: refuse an output larger than this, from its headers or while streaming.
+        """
+        settings = self.settings
+        _check_output_url(url, settings)
+        retries = self.max_retries if self.max_retries is not None else settings.max_retries
+        transfer = _Transfer(url, max_bytes=max_bytes, chunk_size=chunk_size)
+        failures = 0
+        refreshed = False
+        with self._download_client(settings) as client:
+            while not transfer.done:
+                received_before = transfer.offset
+                try:
+                    self._download_attempt(client, transfer, sink)
+                except _OutputURLExpired as expired:
+                    if request_id is None or refreshed:
+                        fresh = f" even with a fresh URL from request {request_id}" if refreshed else ""
+                        raise DreaminaDownloadError(
+                            f"output {transfer.safe_url} answered HTTP {expired.status_code}{fresh}: the URL "
+                            "has expired or the output is gone; fetch a new result and download again",
+                            url=transfer.safe_url,
+                        ) from None
+                    refreshed = True
+                    log.info(
+                        "Output %s answered HTTP %d (expired URL); fetching a fresh URL from request %s",
+                        transfer.safe_url,
+                        expired.status_code,
+                        request_id,
+                    )
+                    transfer.url = self._fresh_output_url(request_id, index, settings)
+                    continue
+                except _TransferInterrupted as interruption:
+                    reason, retry_after = interruption.reason, interruption.retry_after
+                else:
+                    if transfer.done or transfer.offset > received_before:
+                        continue
+                    reason, retry_after = "the server sent no bytes", None
+                failures += 1
+                if failures > retries:
+                    raise DreaminaDownloadError(
+                        f"download of {transfer.safe_url} failed after {failures} attempts ({reason}); "
+                        "nothing was saved",
+                        url=transfer.safe_url,
+                        retryable=True,
+                    )
+                delay = self._backoff(failures - 1, retry_after)
+                log.warning(
+                    "Download of %s interrupted at %d bytes (%s); %s in %.1f s (retry %d of %d)",
+                    transfer.safe_url,
+                    transfer.offset,
+                    reason,
+                    "resuming" if transfer.offset and transfer.resumable else "starting again",
+                    delay,
+                    failures,
+                    retries,
+                )
+                time.sleep(delay)
+        return transfer.outcome(attempts=failures + 1, refreshed=refreshed)
+
+    def _download_client_options(self, settings: DreaminaSettings) -> dict[str, Any]:
+        """Options of the client that fetches outputs: no base URL and, above all, no API token."""
+        options = self._client_options(settings)
+        options.pop("base_url")
+        options["headers"] = {
+            name: value
+            for name, value in options["headers"].items()
+            if name.lower() not in ("authorization", "accept")
+        }
+        # Byte counts and resume offsets must refer to the stored bytes, so no compression.
+        options["headers"]["Accept-Encoding"] = "identity"
+        options["timeout"] = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
+        options["limits"] = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        return options
+
+    def _download_client(self, settings: DreaminaSettings) -> httpx.Client:
+        _redact_httpx_log_queries()
+        return httpx.Client(**self._download_client_options(settings), transport=self._transport)
+
+    def _download_attempt(self, client: httpx.Client, transfer: _Transfer, sink: OutputSink) -> None:
+        """One GET of the output (following checked redirects), from where the last one stopped."""
+        headers = transfer.request_headers(sink)
+        target = transfer.url
+        for _hop in range(_MAX_OUTPUT_REDIRECTS + 1):
+            try:
+                with client.stream("GET", target, headers=headers) as response:
+                    if not response.is_redirect:
+                        transfer.receive(response, sink)
+                        return
+                    target = str(response.url.join(response.headers.get("Location", "")))
+                    _check_output_url(target, self.settings, redirected_from=transfer.safe_url)
+            except httpx.TransportError as error:
+                raise _TransferInterrupted(
+                    f"{type(error).__name__}: {_without_queries(str(error)) or 'no detail'}"
+                ) from None
+        raise DreaminaDownloadError(
+            f"output {transfer.safe_url} redirected more than {_MAX_OUTPUT_REDIRECTS} times",
+            url=transfer.safe_url,
+        )
+
+    def _fresh_output_url(self, request_id: str, index: int, settings: DreaminaSettings) -> str:
+        urls = self.get_result(request_id).output_urls
+        if index >= len(urls):
+            raise DreaminaDownloadError(
+                f"the fresh result of request {request_id} lists {len(urls)} output(s); output "
+                f"#{index + 1} is gone"
+            )
+        _check_output_url(urls[index], settings)
+        return urls[index]
+
     # -- image preflight --------------------------------------------------------------------
 
     def prepare_image(self, source: str, *, validate: bool = True) -> str:
@@ -399,7 +532,9 @@ class DreaminaHook(BaseHook):
         if kind == "url":
             if validate:
                 with (
-                    httpx.Client(timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True) as client,
+                    httpx.Client(
+                        timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True, transport=self._transport
+                    ) as client,
                     client.stream("GET", source, headers={"User-Agent": USER_AGENT}) as response,
                 ):
                     probe = _ImageProbe(source, response)
@@ -419,7 +554,9 @@ class DreaminaHook(BaseHook):
         if kind == "url":
             if validate:
                 async with (
-                    httpx.AsyncClient(timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True) as client,
+                    httpx.AsyncClient(
+                        timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True, transport=self._async_transport
+                    ) as client,
                     client.stream("GET", source, headers={"User-Agent": USER_AGENT}) as response,
                 ):
                     probe = _ImageProbe(source, response)
