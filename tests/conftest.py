@@ -32,3 +32,17 @@ def _no_leaked_connections(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own AIRFLOW_CONN_DREAMINA_DEFAULT must never reach a real account from tests.
     if "AIRFLOW_CONN_DREAMINA_DEFAULT" in os.environ:
         monkeypatch.delenv("AIRFLOW_CONN_DREAMINA_DEFAULT")
+
+
+@pytest.fixture
+def memory_storage() -> Iterator[None]:
+    """Make ``memory://`` an Airflow object store, as a provider's filesystem would be."""
+    import fsspec
+    from airflow.sdk.io import attach
+
+    filesystem = fsspec.filesystem("memory")
+    attach("memory", fs=filesystem)
+    yield
+    filesystem.store.clear()
+    filesystem.pseudo_dirs.clear()
+    filesystem.pseudo_dirs.append("")

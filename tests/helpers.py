@@ -43,14 +43,14 @@ class Api:
 
 
 class FlakyConnectTransport(httpx.BaseTransport):
-    """Refuses the first ``failures`` connections the way a down server would, then sends for real."""
+    """Refuses the first ``failures`` POSTs the way a down server would, then sends for real."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.inner = httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self.failures > 0:
+        if self.failures > 0 and request.method == "POST":
             self.failures -= 1
             raise httpx.ConnectError("connection refused (simulated)", request=request)
         return self.inner.handle_request(request)
@@ -62,7 +62,7 @@ class AsyncFlakyConnectTransport(httpx.AsyncBaseTransport):
         self.inner = httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.failures > 0:
+        if self.failures > 0 and request.method == "POST":
             self.failures -= 1
             raise httpx.ConnectError("connection refused (simulated)", request=request)
         return await self.inner.handle_async_request(request)

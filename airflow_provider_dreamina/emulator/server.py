@@ -1,0 +1,635 @@
+"""The emulator's HTTP server: RunComfy's Model API, output downloads, sample images, control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Annotated, Any, Protocol, TypeVar, cast
+
+import h11
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, JsonValue, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from airflow_provider_dreamina.emulator.jobs import FINISHED, Emulator, Job
+from airflow_provider_dreamina.emulator.media import (
+    RangeNotSatisfiable,
+    VideoFile,
+    generated_image,
+    parse_range,
+    sample_png,
+)
+from airflow_provider_dreamina.emulator.settings import (
+    MODEL_ID,
+    EmulatorConfig,
+    Endpoint,
+    FaultSpec,
+    ScriptRequest,
+)
+from airflow_provider_dreamina.emulator.validation import ImageFetcher, validate_submission
+
+# A 4.7 MB image as a base64 data URI is about 6.3 MB, so the cap leaves room for it.
+MAX_BODY_BYTES = 16 * 1000 * 1000
+DEFAULT_SLOW_SECONDS = 5.0
+# Above the 5 s keep-alive expiry of httpx, so a client never reuses a connection the server just closed.
+KEEP_ALIVE_SECONDS = 15
+LISTEN_BACKLOG = 4096
+MALFORMED_HTTP_CODE = 400000
+_CONNECTION_KEY = "dreamina_emulator.connection"
+_IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP"}
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ClientConnection(Protocol):
+    """The TCP connection behind a request, which a fault may drop instead of answering."""
+
+    def reset(self) -> None: ...
+
+    def close_after_flush(self) -> None: ...
+
+    def is_closed(self) -> bool: ...
+
+
+def protocol_class(emulator: Emulator) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, extended to count connections and to drop them on demand."""
+
+    class EmulatorProtocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            emulator.counters.connections += 1
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                # asyncio sets this only on sockets created with proto IPPROTO_TCP, which ours are
+                # not; without it uvicorn's separate header and body writes wait ~40 ms for an ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().connection_made(transport)
+            # uvicorn copies app_state into every request's scope["state"]: that is how a handler
+            # reaches the connection it is answering on.
+            self.app_state = {**self.app_state, _CONNECTION_KEY: self}
+
+        def reset(self) -> None:
+            """Drop the connection with a TCP RST, discarding anything not yet sent."""
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._abandon_response()
+            self.transport.abort()
+
+        def close_after_flush(self) -> None:
+            """Send what is buffered, then close: the client sees a body cut short."""
+            self._abandon_response()
+            self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            """Answer a request h11 cannot parse with the documented error body, not uvicorn's text."""
+            body = json.dumps(
+                {"error_code": MALFORMED_HTTP_CODE, emulator.config.message_field: f"Malformed HTTP: {msg}"}
+            ).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            events: list[h11.Event] = [
+                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ]
+            for event in events:
+                self.transport.write(self.conn.send(event) or b"")
+            self.transport.close()
+
+        def is_closed(self) -> bool:
+            return self.transport.is_closing()
+
+        def _abandon_response(self) -> None:
+            # Marked disconnected, uvicorn drops whatever the handler still sends instead of
+            # answering 500 for a response that was never completed.
+            if self.cycle is not None:
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+
+    return EmulatorProtocol
+
+
+def _connection(request: Request) -> ClientConnection:
+    return cast(ClientConnection, request.scope["state"][_CONNECTION_KEY])
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _error_code(status: int) -> int:
+    """RunComfy's code for an HTTP status: documented ones where they exist, else status * 1000 + 1."""
+    return {401: 400004, 402: 400002, 404: 404001, 422: 422001}.get(status, status * 1000 + 1)
+
+
+def _validation_detail(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ["body", *entry["loc"]], "msg": entry["msg"], "type": entry["type"]}
+        for entry in error.errors()
+    ]
+
+
+class EmulatorApp:
+    """Routes and handlers over one `Emulator`."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self._fetcher = ImageFetcher()
+        self._url_key = secrets.token_bytes(32)
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        self.app = app
+
+        app.add_api_route("/v1/models/{model_id:path}", self.submit, methods=["POST"])
+        app.add_api_route("/v1/models/{model_id:path}", self.model_info, methods=["GET"])
+        app.add_api_route("/v1/requests/{request_id}/status", self.status, methods=["GET"])
+        app.add_api_route("/v1/requests/{request_id}/result", self.result, methods=["GET"])
+        app.add_api_route("/v1/requests/{request_id}/cancel", self.cancel, methods=["POST"])
+        app.add_api_route("/outputs/{request_id}/{filename}", self.download, methods=["GET", "HEAD"])
+        app.add_api_route("/samples/input.png", self.sample_input, methods=["GET"])
+        app.add_api_route("/samples/image.{extension}", self.sample_image, methods=["GET"])
+
+        app.add_api_route("/_emulator/health", self.health, methods=["GET"])
+        app.add_api_route("/_emulator/reset", self.reset, methods=["POST"])
+        app.add_api_route("/_emulator/counters", self.counters, methods=["GET"])
+        app.add_api_route("/_emulator/config", self.get_config, methods=["GET"])
+        app.add_api_route("/_emulator/config", self.set_config, methods=["POST"])
+        app.add_api_route("/_emulator/faults", self.list_faults, methods=["GET"])
+        app.add_api_route("/_emulator/faults", self.add_fault, methods=["POST"])
+        app.add_api_route("/_emulator/faults", self.clear_faults, methods=["DELETE"])
+        app.add_api_route("/_emulator/script", self.add_script, methods=["POST"])
+        app.add_api_route("/_emulator/requests", self.requests, methods=["GET"])
+
+        app.add_exception_handler(StarletteHTTPException, self._http_exception)
+        app.add_exception_handler(RequestValidationError, self._request_validation_error)
+        app.add_exception_handler(Exception, self._unexpected_error)
+
+    # Response shapes
+
+    def _json(
+        self, request: Request, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        if self.emulator.config.extra_fields and request.url.path.startswith("/v1/"):
+            body = {**body, "x_trace": uuid.uuid4().hex, "meta": {"served_by": "emulator", "region": "local"}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def _error(
+        self,
+        request: Request,
+        status: int,
+        message: str,
+        *,
+        code: int | None = None,
+        detail: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> JSONResponse:
+        body: dict[str, Any] = {"error_code": _error_code(status) if code is None else code}
+        field = self.emulator.config.message_field
+        if field == "detail" and detail is not None:
+            # FastAPI's own shape: `detail` carries the list and the message is left out.
+            body["detail"] = detail
+        else:
+            body[field] = message
+            if detail is not None:
+                body["detail"] = detail
+        return self._json(request, body, status, headers)
+
+    async def _http_exception(self, request: Request, error: Exception) -> Response:
+        status = error.status_code if isinstance(error, StarletteHTTPException) else 500
+        message = f"{request.method} {request.url.path}: " + (
+            "no such endpoint" if status == 404 else str(getattr(error, "detail", error))
+        )
+        return self._error(request, status, message)
+
+    async def _request_validation_error(self, request: Request, error: Exception) -> Response:
+        errors = error.errors() if isinstance(error, RequestValidationError) else []
+        detail = [{"loc": list(entry["loc"]), "msg": entry["msg"], "type": entry["type"]} for entry in errors]
+        return self._error(request, 422, "The request is not valid", detail=detail)
+
+    async def _unexpected_error(self, request: Request, error: Exception) -> Response:
+        return self._error(request, 500, f"Internal server error: {type(error).__name__}")
+
+    def _not_found(self, request: Request, request_id: str) -> Response:
+        return self._error(request, 404, f"Request {request_id!r} is unknown or expired")
+
+    def _auth_error(self, request: Request) -> Response | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return self._error(request, 401, "Missing API token: send 'Authorization: Bearer <token>'")
+        config = self.emulator.config
+        if token in config.forbidden_tokens:
+            return self._error(request, 403, "Permission denied for this token", code=403001)
+        if not hmac.compare_digest(token.encode(), config.token.encode()):
+            return self._error(request, 401, "The API token is invalid, expired or revoked")
+        return None
+
+    # Faults
+
+    async def _fault_response(
+        self, request: Request, endpoint: Endpoint, fault: FaultSpec
+    ) -> Response | None:
+        """Answer in place of the endpoint, or None to let it answer (after a delay for `slow`)."""
+        kind = fault.kind
+        if kind == "429":
+            headers = (
+                None if fault.retry_after is None else {"Retry-After": _header_number(fault.retry_after)}
+            )
+            return self._error(request, 429, "Too many requests; retry later", headers=headers)
+        if kind in ("500", "502", "503"):
+            return self._error(request, int(kind), "Internal server error; retry with backoff", code=500001)
+        if kind == "error_200":
+            return self._error(request, 200, "Internal server error; retry with backoff", code=500001)
+        if kind == "expired":
+            return self._error(request, 410, "The output URL has expired", code=404001)
+        if kind == "reset" or (kind == "reset_after_send" and endpoint == "download"):
+            return self._drop(request)
+        if kind == "slow":
+            await asyncio.sleep(DEFAULT_SLOW_SECONDS if fault.delay is None else fault.delay)
+        return None
+
+    def _drop(self, request: Request) -> Response:
+        _connection(request).reset()
+        # Never sent: the connection is gone, and uvicorn discards it.
+        return Response()
+
+    async def _api_call(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        request_id: str | None,
+        work: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        self.emulator.count_call(endpoint, request_id)
+        fault = self.emulator.take_fault(endpoint)
+        if fault is not None:
+            early = await self._fault_response(request, endpoint, fault)
+            if early is not None:
+                return early
+        response = await work()
+        if fault is not None and fault.kind == "reset_after_send":
+            return self._drop(request)
+        return response
+
+    # The RunComfy Model API
+
+    async def submit(self, request: Request, model_id: str) -> Response:
+        return await self._api_call(request, "submit", None, lambda: self._submit(request, model_id))
+
+    async def _submit(self, request: Request, model_id: str) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        if model_id != MODEL_ID:
+            return self._error(request, 400, f"Unknown model id {model_id!r}", code=400001)
+        body = await _read_body(request)
+        if body is None:
+            return self._error(request, 413, f"The request body is larger than {MAX_BODY_BYTES} bytes")
+        submitted = await validate_submission(body, self._fetcher)
+        if isinstance(submitted, list):
+            return self._error(request, 422, "Input validation failed", detail=list(submitted))
+        if not self.emulator.can_afford_submission():
+            return self._error(request, 402, "Insufficient balance: top up your RunComfy account")
+        job = self.emulator.create_job(model_id, submitted, time.time())
+        base = f"{_base_url(request)}/v1/requests/{job.request_id}"
+        return self._json(
+            request,
+            {
+                "request_id": job.request_id,
+                "status_url": f"{base}/status",
+                "result_url": f"{base}/result",
+                "cancel_url": f"{base}/cancel",
+            },
+        )
+
+    async def model_info(self, request: Request, model_id: str) -> Response:
+        return await self._api_call(request, "model", None, lambda: self._model_info(request, model_id))
+
+    async def _model_info(self, request: Request, model_id: str) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        if model_id != MODEL_ID:
+            return self._error(request, 400, f"Unknown model id {model_id!r}", code=400001)
+        return self._json(
+            request,
+            {
+                "model_id": model_id,
+                "base_price_usd": self.emulator.config.price_usd,
+                "price_unit": "per video",
+            },
+        )
+
+    async def status(self, request: Request, request_id: str) -> Response:
+        return await self._api_call(request, "status", request_id, lambda: self._status(request, request_id))
+
+    async def _status(self, request: Request, request_id: str) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        job = self.emulator.jobs.get(request_id)
+        if job is None:
+            return self._not_found(request, request_id)
+        now = time.time()
+        body: dict[str, Any] = {"request_id": request_id, "status": job.status_word(now)}
+        if job.state(now) == "in_queue":
+            body["queue_position"] = self.emulator.queue_position(job, now)
+        base = f"{_base_url(request)}/v1/requests/{request_id}"
+        body["status_url"] = f"{base}/status"
+        body["result_url"] = f"{base}/result"
+        return self._json(request, body)
+
+    async def result(self, request: Request, request_id: str, include_cost: bool = False) -> Response:
+        return await self._api_call(
+            request, "result", request_id, lambda: self._result(request, request_id, include_cost)
+        )
+
+    async def _result(self, request: Request, request_id: str, include_cost: bool) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        job = self.emulator.jobs.get(request_id)
+        if job is None:
+            return self._not_found(request, request_id)
+        now = time.time()
+        state = job.state(now)
+        body: dict[str, Any] = {"request_id": request_id, "status": job.result_word(now)}
+        if state == "succeeded":
+            body["output"] = self._output(request, job, now)
+        elif state == "failed":
+            body["error"] = job.error
+        body["created_at"] = _iso(job.created_at)
+        finished_at = job.finished_time(now)
+        if finished_at is not None:
+            body["finished_at"] = _iso(finished_at)
+        if include_cost and state in FINISHED:
+            body["cost"] = job.cost_usd if state == "succeeded" else 0.0
+        return self._json(request, body)
+
+    def _output(self, request: Request, job: Job, now: float) -> dict[str, JsonValue]:
+        script = job.script
+        if script.output_urls is not None:
+            urls = script.output_urls
+        else:
+            urls = [self._signed_output_url(request, job, name, now) for name in job.output_names]
+        if script.output_key in ("video", "image"):
+            return {script.output_key: urls[0]}
+        return {script.output_key: list(urls)}
+
+    def _signed_output_url(self, request: Request, job: Job, name: str, now: float) -> str:
+        ttl = self.emulator.config.output_url_ttl
+        expires_ms = 0 if ttl is None else int((now + ttl) * 1000)
+        signature = self._signature(job.request_id, name, expires_ms)
+        return f"{_base_url(request)}/outputs/{job.request_id}/{name}?expires={expires_ms}&sig={signature}"
+
+    def _signature(self, request_id: str, name: str, expires_ms: int) -> str:
+        message = f"{request_id}/{name}/{expires_ms}".encode()
+        return hmac.new(self._url_key, message, hashlib.sha256).hexdigest()[:32]
+
+    async def cancel(self, request: Request, request_id: str) -> Response:
+        return await self._api_call(request, "cancel", request_id, lambda: self._cancel(request, request_id))
+
+    async def _cancel(self, request: Request, request_id: str) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        job = self.emulator.jobs.get(request_id)
+        if job is None:
+            return self._not_found(request, request_id)
+        now = time.time()
+        cancelled = self.emulator.cancel(job, now)
+        return self._json(
+            request,
+            {
+                "request_id": request_id,
+                "status": job.status_word(now),
+                "outcome": "cancelled" if cancelled else "not_cancellable",
+            },
+            status=202,
+        )
+
+    # Outputs, served like a CDN: no token, a signed and possibly expiring URL
+
+    async def download(self, request: Request, request_id: str, filename: str) -> Response:
+        self.emulator.count_call("download", request_id)
+        fault = self.emulator.take_fault("download")
+        if fault is not None:
+            early = await self._fault_response(request, "download", fault)
+            if early is not None:
+                return early
+        expires = request.query_params.get("expires", "")
+        signature = request.query_params.get("sig", "")
+        if not expires.isdigit() or not hmac.compare_digest(
+            signature, self._signature(request_id, filename, int(expires))
+        ):
+            return self._error(request, 403, "The output URL signature is invalid", code=403001)
+        if int(expires) and time.time() * 1000 > int(expires):
+            return self._error(request, 403, "The output URL has expired: fetch a fresh result", code=403001)
+        job = self.emulator.jobs.get(request_id)
+        if job is None or job.state(time.time()) != "succeeded" or filename not in job.output_names:
+            return self._error(request, 404, f"No output {filename!r} for request {request_id!r}")
+
+        video = job.video(filename)
+        try:
+            wanted = parse_range(request.headers.get("range"), video.size)
+        except RangeNotSatisfiable as error:
+            return self._error(request, 416, str(error), headers={"Content-Range": f"bytes */{error.size}"})
+        start, end = wanted if wanted is not None else (0, video.size)
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start)}
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{video.size}"
+        status = 206 if wanted is not None else 200
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type="video/mp4")
+        truncate_at = start + (end - start) // 2 if fault is not None and fault.kind == "truncate" else None
+        return StreamingResponse(
+            self._stream(request, video, start, end, truncate_at),
+            status_code=status,
+            headers=headers,
+            media_type="video/mp4",
+        )
+
+    async def _stream(
+        self, request: Request, video: VideoFile, start: int, end: int, truncate_at: int | None
+    ) -> AsyncIterator[bytes]:
+        connection = _connection(request)
+        stop = end if truncate_at is None else truncate_at
+        for chunk in video.iter_range(start, stop):
+            # Once the client is gone uvicorn discards writes without ever suspending, so Starlette's
+            # cancellation never arrives: without this check a dropped 1 GiB download runs to the end.
+            if connection.is_closed():
+                return
+            yield chunk
+            # Resumed only once the chunk was handed to the transport.
+            self.emulator.counters.bytes_served += len(chunk)
+        if truncate_at is not None:
+            connection.close_after_flush()
+
+    # Sample inputs
+
+    async def sample_input(self) -> Response:
+        return Response(sample_png(), media_type="image/png")
+
+    async def sample_image(
+        self,
+        extension: str,
+        width: Annotated[int, Query(ge=1, le=8192)] = 640,
+        height: Annotated[int, Query(ge=1, le=8192)] = 480,
+        pad_bytes: Annotated[int, Query(ge=0, le=20_000_000)] = 0,
+        chunked: bool = False,
+    ) -> Response:
+        """Any size and format, for tests of the image rules with http URLs.
+
+        ``chunked`` sends the image without a ``Content-Length``, as some servers do, so a
+        client cannot learn its size before reading it.
+        """
+        image_format = _IMAGE_FORMATS.get(extension.lower())
+        if image_format is None:
+            raise StarletteHTTPException(404, f"unsupported image extension {extension!r}")
+        data = await asyncio.to_thread(generated_image, width, height, image_format, pad_bytes)
+        media_type = f"image/{image_format.lower()}"
+        if not chunked:
+            return Response(data, media_type=media_type)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for offset in range(0, len(data), 64 * 1024):
+                yield data[offset : offset + 64 * 1024]
+
+        return StreamingResponse(pieces(), media_type=media_type)
+
+    # Control plane: no auth, not counted in `calls`
+
+    async def health(self) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def reset(self) -> Response:
+        self.emulator.reset()
+        return JSONResponse({"status": "reset"})
+
+    async def counters(self) -> Response:
+        return JSONResponse(self.emulator.counters_report())
+
+    async def get_config(self) -> Response:
+        return JSONResponse(self.emulator.config.model_dump())
+
+    async def set_config(self, request: Request) -> Response:
+        update = await _json_object(request)
+        if update is None:
+            return self._error(request, 422, "The body must be a JSON object of settings")
+        try:
+            config = self.emulator.configure(update)
+        except ValidationError as error:
+            return self._error(request, 422, "Invalid configuration", detail=_validation_detail(error))
+        return JSONResponse(config.model_dump())
+
+    async def list_faults(self) -> Response:
+        return JSONResponse(self.emulator.faults())
+
+    async def add_fault(self, request: Request) -> Response:
+        spec = await self._control_model(request, FaultSpec)
+        if isinstance(spec, Response):
+            return spec
+        self.emulator.add_fault(spec)
+        return JSONResponse(self.emulator.faults())
+
+    async def clear_faults(self) -> Response:
+        self.emulator.clear_faults()
+        return JSONResponse([])
+
+    async def add_script(self, request: Request) -> Response:
+        script = await self._control_model(request, ScriptRequest)
+        if isinstance(script, Response):
+            return script
+        self.emulator.add_script(script)
+        return JSONResponse({"scripted": script.count})
+
+    async def requests(self) -> Response:
+        return JSONResponse(self.emulator.describe_jobs(time.time()))
+
+    async def _control_model(self, request: Request, model: type[ModelT]) -> ModelT | Response:
+        try:
+            return model.model_validate_json(await request.body() or b"{}")
+        except ValidationError as error:
+            return self._error(request, 422, f"Invalid {model.__name__}", detail=_validation_detail(error))
+
+
+def _header_number(value: float | str) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The request body, or None when it is over MAX_BODY_BYTES (uvicorn discards the rest)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+async def _json_object(request: Request) -> dict[str, JsonValue] | None:
+    try:
+        document = json.loads(await request.body() or b"{}")
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Prints the address once it accepts connections: a parent process reads that line."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and sockets:
+            host, port = sockets[0].getsockname()[:2]
+            shown_host = f"[{host}]" if ":" in host else host
+            print(f"emulator listening on http://{shown_host}:{port}", flush=True)
+
+
+def serve(host: str, port: int, startup: EmulatorConfig) -> None:
+    """Run the emulator in the foreground until SIGINT or SIGTERM."""
+    _raise_open_file_limit()
+    sample_png()  # build it before the first request instead of inside one
+    emulator = Emulator(startup)
+    config = uvicorn.Config(
+        EmulatorApp(emulator).app,
+        http=protocol_class(emulator),
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=2,
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    asyncio.run(_AnnouncingServer(config).serve(sockets=[sock]))
+
+
+def _raise_open_file_limit() -> None:
+    """Benchmarks hold thousands of connections at once: lift the soft descriptor limit to the hard one."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,118 @@
+"""What the emulator can be told: its configuration, injected faults and scripted jobs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+DEFAULT_TOKEN = "emulator-token"
+MODEL_ID = "bytedance/dreamina-3-0/pro/image-to-video"
+
+# The documented words; `status_words` in a job script maps these to other words.
+STATUS_WORDS = ("in_queue", "in_progress", "completed", "failed", "cancelled")
+RESULT_WORDS = ("in_queue", "in_progress", "succeeded", "failed", "cancelled")
+
+Endpoint = Literal["submit", "status", "result", "cancel", "download", "model"]
+FaultEndpoint = Literal["submit", "status", "result", "cancel", "download", "model", "any"]
+FaultKind = Literal[
+    "429", "500", "502", "503", "reset", "reset_after_send", "slow", "error_200", "truncate", "expired"
+]
+OutputKey = Literal["video", "videos", "image", "images"]
+MessageField = Literal["error_message", "message", "error", "detail"]
+
+DOWNLOAD_ONLY_FAULTS = frozenset({"truncate", "expired"})
+# Bigger outputs would overflow the 32-bit per-frame sizes of the generated MP4's sample table.
+MAX_OUTPUT_BYTES = 2**38
+
+
+class EmulatorConfig(BaseModel):
+    """Settings that `POST /_emulator/config` may change and `POST /_emulator/reset` restores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(DEFAULT_TOKEN, min_length=1)
+    forbidden_tokens: list[str] = Field(default_factory=list)
+    queue_seconds: float = Field(1.0, ge=0)
+    run_seconds: float = Field(2.0, ge=0)
+    run_seconds_range: tuple[float, float] | None = None
+    output_bytes: int = Field(256 * 1024, ge=0, le=MAX_OUTPUT_BYTES)
+    output_url_ttl: float | None = Field(None, gt=0)
+    extra_fields: bool = False
+    message_field: MessageField = "error_message"
+    balance_usd: float | None = None
+    price_usd: float = Field(0.5, ge=0)
+    seed: int | None = None
+
+    @field_validator("run_seconds_range")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 <= value[0] <= value[1]:
+            raise ValueError("run_seconds_range must be [low, high] with 0 <= low <= high")
+        return value
+
+
+class FaultSpec(BaseModel):
+    """One injected fault: it fires on the next `count` calls, or on a `rate` fraction of calls, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: FaultEndpoint
+    kind: FaultKind
+    count: int | None = Field(None, ge=1)
+    rate: float | None = Field(None, gt=0, le=1)
+    retry_after: float | str | None = None
+    delay: float | None = Field(None, ge=0)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _status_codes_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _download_kinds_on_downloads(self) -> FaultSpec:
+        if self.kind in DOWNLOAD_ONLY_FAULTS and self.endpoint != "download":
+            raise ValueError(f"fault kind {self.kind!r} applies to the download endpoint only")
+        return self
+
+
+class JobScript(BaseModel):
+    """How one scripted job behaves; every field left out keeps the emulator's default behaviour."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["succeeded", "failed"] = "succeeded"
+    # RunComfy does not document the failure body, so both a string and an object are producible.
+    error: JsonValue = None
+    queue_seconds: float | None = Field(None, ge=0)
+    run_seconds: float | None = Field(None, ge=0)
+    outputs: int = Field(1, ge=1, le=100)
+    output_key: OutputKey = "video"
+    output_urls: list[str] | None = Field(None, min_length=1)
+    status_words: dict[str, str] = Field(default_factory=dict)
+    output_bytes: int | None = Field(None, ge=0, le=MAX_OUTPUT_BYTES)
+    cost: float | None = Field(None, ge=0)
+
+    @field_validator("status_words")
+    @classmethod
+    def _documented_words_only(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(STATUS_WORDS) - set(RESULT_WORDS))
+        if unknown:
+            raise ValueError(f"status_words maps documented words only; unknown: {', '.join(unknown)}")
+        return value
+
+    @model_validator(mode="after")
+    def _singular_key_holds_one_url(self) -> JobScript:
+        count = len(self.output_urls) if self.output_urls is not None else self.outputs
+        if self.output_key in ("video", "image") and count > 1:
+            raise ValueError(
+                f"output_key {self.output_key!r} holds one URL; use {self.output_key + 's'!r} "
+                f"for {count} outputs"
+            )
+        return self
+
+
+class ScriptRequest(JobScript):
+    """Body of `POST /_emulator/script`: a behaviour for the next `count` submissions."""
+
+    count: int = Field(1, ge=1)
