@@ -83,6 +83,13 @@ def test_waiting_returns_a_small_json_result(emulator: EmulatorHandle) -> None:
     assert result["request_id"] == context["ti"].xcom[XCOM_REQUEST_ID]
     assert result["output_urls"] and context["ti"].xcom[XCOM_OUTPUT_URL] == result["output_urls"][0]
     assert set(result) >= {"created_at", "finished_at", "duration_seconds", "cost"}
+    assert result["input"] == {
+        "model_id": DEFAULT_MODEL_ID,
+        "prompt": "a paper boat on a rainy street",
+        "seed": -1,
+        "frames": 121,
+        "image": emulator.sample_image_url,
+    }
 
 
 @pytest.mark.parametrize(
@@ -133,7 +140,7 @@ def test_deferrable_defers_to_the_trigger(emulator: EmulatorHandle) -> None:
     assert trigger.deadline is not None and trigger.deadline - time.time() == pytest.approx(600, abs=5)
     # Airflow's own deferral timeout leaves the trigger room to cancel and report first.
     assert caught.value.timeout is not None and caught.value.timeout.total_seconds() > 600
-    classpath, kwargs = trigger.serialize()
+    _, kwargs = trigger.serialize()
     assert "token" not in str(kwargs).lower()
 
 
