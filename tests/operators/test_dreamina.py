@@ -217,6 +217,16 @@ def test_reattach_to_a_succeeded_request_returns_its_result(emulator: EmulatorHa
     assert emulator.counters()["submissions"] == 1
 
 
+def test_deferred_reattach_to_a_succeeded_request_does_not_defer(emulator: EmulatorHandle) -> None:
+    store = FakeStateStore()
+    first = make_operator(emulator, wait_for_completion=True, deferrable=False).execute(make_context(store))
+    operator = make_operator(emulator, wait_for_completion=True, deferrable=True)
+    again = operator.execute(make_context(store))
+    assert again["request_id"] == first["request_id"]
+    assert again["state"] == "succeeded"
+    assert emulator.counters()["submissions"] == 1
+
+
 def test_reattach_without_waiting_returns_the_same_request_id(emulator: EmulatorHandle) -> None:
     store = FakeStateStore()
     first = make_operator(emulator).execute(make_context(store))
@@ -323,3 +333,21 @@ def test_operator_builds_no_hook_at_parse_time(emulator: EmulatorHandle) -> None
     assert "hook" not in operator.__dict__
     assert operator.model_id == DEFAULT_MODEL_ID
     assert emulator.counters()["calls"] == {k: 0 for k in emulator.counters()["calls"]}
+
+
+def test_extra_link_points_at_the_first_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.execution_time import xcom
+
+    from airflow_provider_dreamina.operators.dreamina import DreaminaOutputLink
+
+    seen: dict[str, Any] = {}
+
+    def get_value(*, ti_key: Any, key: str) -> Any:
+        seen["key"] = key
+        return "https://files.runcomfy.net/out.mp4" if ti_key == "done" else None
+
+    monkeypatch.setattr(xcom.XCom, "get_value", get_value)
+    link = DreaminaOutputLink()
+    assert link.get_link(None, ti_key="done") == "https://files.runcomfy.net/out.mp4"  # type: ignore[arg-type]
+    assert link.get_link(None, ti_key="waiting") == ""  # type: ignore[arg-type]
+    assert seen["key"] == XCOM_OUTPUT_URL
