@@ -11,18 +11,19 @@ import hashlib
 import io
 import itertools
 import logging
+import os
 import random
 import re
 import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-from urllib.parse import quote, urlsplit
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 from airflow.sdk import BaseHook
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airflow_provider_dreamina import __version__
 from airflow_provider_dreamina.exceptions import (
@@ -30,6 +31,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaAuthError,
     DreaminaConfigurationError,
     DreaminaConnectionError,
+    DreaminaDownloadError,
     DreaminaError,
     DreaminaInsufficientBalanceError,
     DreaminaInvalidInputError,
@@ -64,13 +66,16 @@ RUNCOMFY_OUTPUT_DOMAIN = "runcomfy.net"
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 _MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+# Dots are allowed inside an id but an id of dots alone would walk up the URL path.
+_REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
 # Enough to hold any JPEG or PNG header; more is read only when the header is not found in it.
 _IMAGE_HEAD_BYTES = 256 * 1024
 _IMAGE_FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # A transport error before the request was written: the server certainly did not see it.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+#: Bytes read from an output stream at a time: a download holds about this much in memory.
+DOWNLOAD_CHUNK_SIZE = 1024 * 1024
 
 
 def _mask(secret: str) -> None:
@@ -451,8 +456,7 @@ class DreaminaHook(BaseHook):
                 failures += 1
                 if failures > retries:
                     raise DreaminaDownloadError(
-                        f"download of {transfer.safe_url} failed after {failures} attempts ({reason}); "
-                        "nothing was saved",
+                        f"download of {transfer.safe_url} failed after {failures} attempts ({reason})",
                         url=transfer.safe_url,
                         retryable=True,
                     )
@@ -531,17 +535,20 @@ class DreaminaHook(BaseHook):
         kind = _image_source_kind(source)
         if kind == "url":
             if validate:
-                with (
-                    httpx.Client(
-                        timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True, transport=self._transport
-                    ) as client,
-                    client.stream("GET", source, headers={"User-Agent": USER_AGENT}) as response,
-                ):
-                    probe = _ImageProbe(source, response)
-                    for chunk in response.iter_bytes():
-                        if probe.feed(chunk):
-                            break
-                    probe.finish()
+                try:
+                    with (
+                        httpx.Client(
+                            timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True, transport=self._transport
+                        ) as client,
+                        client.stream("GET", source, headers={"User-Agent": USER_AGENT}) as response,
+                    ):
+                        probe = _ImageProbe(source, response)
+                        for chunk in response.iter_bytes():
+                            if probe.feed(chunk):
+                                break
+                        probe.finish()
+                except httpx.HTTPError as error:
+                    raise _image_unreachable(source, error) from None
             return source
         if kind == "data":
             _check_data_uri(source, validate=validate)
@@ -553,17 +560,22 @@ class DreaminaHook(BaseHook):
         kind = _image_source_kind(source)
         if kind == "url":
             if validate:
-                async with (
-                    httpx.AsyncClient(
-                        timeout=_IMAGE_FETCH_TIMEOUT, follow_redirects=True, transport=self._async_transport
-                    ) as client,
-                    client.stream("GET", source, headers={"User-Agent": USER_AGENT}) as response,
-                ):
-                    probe = _ImageProbe(source, response)
-                    async for chunk in response.aiter_bytes():
-                        if probe.feed(chunk):
-                            break
-                    probe.finish()
+                try:
+                    async with (
+                        httpx.AsyncClient(
+                            timeout=_IMAGE_FETCH_TIMEOUT,
+                            follow_redirects=True,
+                            transport=self._async_transport,
+                        ) as client,
+                        client.stream("GET", source, headers={"User-Agent": USER_AGENT}) as response,
+                    ):
+                        probe = _ImageProbe(source, response)
+                        async for chunk in response.aiter_bytes():
+                            if probe.feed(chunk):
+                                break
+                        probe.finish()
+                except httpx.HTTPError as error:
+                    raise _image_unreachable(source, error) from None
             return source
         if kind == "data":
             _check_data_uri(source, validate=validate)
@@ -737,7 +749,7 @@ class DreaminaHook(BaseHook):
             error_code: int | None = int(body["error_code"]) if has_error_code else None
         except (TypeError, ValueError):
             error_code = None
-        message = self._redact(_error_message(body) or response.reason_phrase or "no message")
+        message = _short(self._redact(_error_message(body) or response.reason_phrase or "no message"), 500)
         common: dict[str, Any] = {
             "status_code": status,
             "error_code": error_code,
@@ -878,6 +890,13 @@ def _image_source_kind(source: str) -> str:
     return "storage"
 
 
+def _image_unreachable(source: str, error: httpx.HTTPError) -> DreaminaConnectionError:
+    return DreaminaConnectionError(
+        f"image_urls[0] ({_short(source)}) could not be fetched for its preflight check: "
+        f"{type(error).__name__}: {error}; nothing was submitted"
+    )
+
+
 class _ImageProbe:
     """Reads an image stream only as far as the checks need, never past the size limit."""
 
@@ -941,10 +960,10 @@ def _check_data_uri(uri: str, *, validate: bool) -> None:
 
 def _inline_image(source: str, *, validate: bool) -> str:
     """Read a local or object-storage image and return it as a ``data:`` URI."""
-    raw = _read_image_source(source)
+    raw, size = _read_image_source(source)
     head = raw[:_IMAGE_HEAD_BYTES]
     if validate:
-        info = check_image(head, len(raw), source=source)
+        info = check_image(head, size, source=source)
         media_type = info.media_type
     else:
         media_type = _sniff_media_type(head)
@@ -957,19 +976,21 @@ def _sniff_media_type(head: bytes) -> str:
     return "image/png"
 
 
-def _read_image_source(source: str) -> bytes:
-    """Read at most one byte over the size limit from a path, file:// URI or object storage."""
+def _read_image_source(source: str) -> tuple[bytes, int]:
+    """The bytes of an image (at most one over the size limit) and its true size in bytes."""
     limit = IMAGE_MAX_BYTES + 1
     try:
         if "://" not in source or source.lower().startswith("file://"):
             path = Path(source[len("file://") :] if source.lower().startswith("file://") else source)
             with path.expanduser().open("rb") as handle:
-                return handle.read(limit)
+                return handle.read(limit), os.fstat(handle.fileno()).st_size
         from airflow.sdk import ObjectStoragePath
 
-        with ObjectStoragePath(source).open("rb") as handle:  # type: ignore[no-untyped-call]
+        storage_path = ObjectStoragePath(source)
+        with storage_path.open("rb") as handle:  # type: ignore[no-untyped-call]
             data: bytes = handle.read(limit)
-            return data
+        size = len(data) if len(data) < limit else int(storage_path.stat().st_size)
+        return data, size
     except FileNotFoundError:
         raise DreaminaInvalidInputError(
             f"image_urls[0] ({source}): no such file", field="image_urls"
@@ -978,3 +999,238 @@ def _read_image_source(source: str) -> bytes:
         raise DreaminaInvalidInputError(
             f"image_urls[0] ({source}): the image could not be read: {error}", field="image_urls"
         ) from None
+
+
+# -- output download helpers ------------------------------------------------------------------
+
+_MAX_OUTPUT_REDIRECTS = 5
+_URL_WITH_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*")
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+class OutputSink(Protocol):
+    """Where :meth:`DreaminaHook.download_output` puts the bytes of an output."""
+
+    def write(self, chunk: bytes, /) -> object: ...
+
+    def restart(self) -> None:
+        """Forget every byte received so far: the download starts again from zero."""
+
+
+class DownloadedOutput(BaseModel):
+    """What one verified download delivered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The output URL without its query string (signed URLs carry their secret there).
+    source_url: str
+    size_bytes: int
+    sha256: str
+    content_type: str | None = None
+    attempts: int = 1
+    #: How many times the transfer went on from where it broke, with an HTTP Range request.
+    resumed: int = 0
+    #: How many times it had to start again from zero.
+    restarted: int = 0
+    #: Whether the URL expired and was replaced by a fresh one.
+    refreshed: bool = False
+
+
+def output_url_without_query(url: str) -> str:
+    """The URL as it may be logged or stored: without query string, fragment or user info."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _without_queries(text: str) -> str:
+    return _URL_WITH_QUERY.sub(r"\1", text)
+
+
+def _check_output_url(url: str, settings: DreaminaSettings, *, redirected_from: str | None = None) -> None:
+    if settings.output_url_allowed(url):
+        return
+    safe_url = output_url_without_query(url)
+    via = f" (redirected from {redirected_from})" if redirected_from else ""
+    raise DreaminaDownloadError(
+        f"refusing to download output {safe_url}{via}: outputs are fetched only over https from "
+        f"*.{RUNCOMFY_OUTPUT_DOMAIN} or from hosts listed in the extra 'allowed_output_hosts' of "
+        f"connection '{settings.conn_id}'",
+        url=safe_url,
+    )
+
+
+class _OutputURLExpired(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+class _TransferInterrupted(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _Transfer:
+    """One output download across its attempts: position, running hash, what the server declared."""
+
+    def __init__(self, url: str, *, max_bytes: int | None, chunk_size: int) -> None:
+        self.url = url
+        self.max_bytes = max_bytes
+        self.chunk_size = chunk_size
+        self.offset = 0
+        self.sha256 = hashlib.sha256()
+        self.expected_total: int | None = None
+        self.content_type: str | None = None
+        # ETag or Last-Modified: a resumed request asks for the rest of *this* file only.
+        self.validator: str | None = None
+        self.resumable = True
+        self.resumed = 0
+        self.restarted = 0
+        self.done = False
+
+    @property
+    def safe_url(self) -> str:
+        return output_url_without_query(self.url)
+
+    def request_headers(self, sink: OutputSink) -> dict[str, str]:
+        if self.offset and not self.resumable:
+            self.restart(sink)
+        if not self.offset:
+            return {}
+        headers = {"Range": f"bytes={self.offset}-"}
+        if self.validator:
+            headers["If-Range"] = self.validator
+        return headers
+
+    def restart(self, sink: OutputSink) -> None:
+        sink.restart()
+        self.offset = 0
+        self.sha256 = hashlib.sha256()
+        self.expected_total = None
+        self.restarted += 1
+
+    def receive(self, response: httpx.Response, sink: OutputSink) -> None:
+        """Append the body of one answer to ``sink``; raises to ask for another attempt."""
+        status = response.status_code
+        if status in (403, 404, 410):
+            raise _OutputURLExpired(status)
+        if status in (408, 425, 429) or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise _TransferInterrupted(f"HTTP {status}", retry_after)
+        if status == 416:
+            asked_for = self.offset
+            self.restart(sink)
+            raise _TransferInterrupted(f"HTTP 416: the server cannot resume at byte {asked_for}")
+        if status not in (200, 206):
+            raise DreaminaDownloadError(f"output {self.safe_url} answered HTTP {status}", url=self.safe_url)
+        headers = response.headers
+        encoded = headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        length = None if encoded else _header_int(headers.get("Content-Length"))
+        if status == 206:
+            length = self._continue_range(headers.get("Content-Range"), length, sink)
+        else:
+            if self.offset:
+                log.info("%s ignored the Range request; downloading it again from the start", self.safe_url)
+                self.restart(sink)
+            self.expected_total = length
+            if encoded or headers.get("Accept-Ranges", "").strip().lower() == "none":
+                self.resumable = False
+        self.validator = self.validator or _range_validator(headers)
+        self.content_type = self.content_type or headers.get("Content-Type")
+        end = None if length is None else self.offset + length
+        self._check_size(self.expected_total if self.expected_total is not None else end, declared=True)
+        # Pieces come as the network delivers them and go to the sink in chunks of chunk_size:
+        # memory holds at most one chunk, and a broken transfer keeps every byte that arrived.
+        pending = bytearray()
+        try:
+            for piece in response.iter_bytes():
+                self._check_size(self.offset + len(piece), declared=False)
+                pending += piece
+                self.sha256.update(piece)
+                self.offset += len(piece)
+                if len(pending) >= self.chunk_size:
+                    sink.write(bytes(pending))
+                    pending.clear()
+        except httpx.TransportError:
+            if pending:
+                sink.write(bytes(pending))
+            raise
+        if pending:
+            sink.write(bytes(pending))
+        if end is not None and self.offset < end:
+            total = self.expected_total if self.expected_total is not None else end
+            raise _TransferInterrupted(f"the connection closed after {self.offset} of {total} bytes")
+        self.done = self.expected_total is None or self.offset >= self.expected_total
+
+    def _continue_range(self, content_range: str | None, length: int | None, sink: OutputSink) -> int | None:
+        match = _CONTENT_RANGE.match(content_range or "")
+        start, last = (int(match.group(1)), int(match.group(2))) if match else (-1, -1)
+        total = int(match.group(3)) if match and match.group(3) != "*" else None
+        changed = self.expected_total is not None and total is not None and total != self.expected_total
+        if start != self.offset or changed:
+            asked_for = self.offset
+            self.restart(sink)
+            raise _TransferInterrupted(
+                f"asked for the bytes from {asked_for}, the server sent "
+                f"{content_range or 'no Content-Range'}; starting again from zero"
+            )
+        if self.offset:
+            self.resumed += 1
+        if total is not None:
+            self.expected_total = total
+        return length if length is not None else last - start + 1
+
+    def _check_size(self, size: int | None, *, declared: bool) -> None:
+        if self.max_bytes is None or size is None or size <= self.max_bytes:
+            return
+        how = f"is {size} bytes" if declared else f"exceeded {self.max_bytes} bytes while streaming"
+        raise DreaminaDownloadError(
+            f"output {self.safe_url} {how}; max_bytes allows {self.max_bytes}",
+            url=self.safe_url,
+        )
+
+    def outcome(self, *, attempts: int, refreshed: bool) -> DownloadedOutput:
+        return DownloadedOutput(
+            source_url=self.safe_url,
+            size_bytes=self.offset,
+            sha256=self.sha256.hexdigest(),
+            content_type=self.content_type,
+            attempts=attempts,
+            resumed=self.resumed,
+            restarted=self.restarted,
+            refreshed=refreshed,
+        )
+
+
+def _header_int(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _range_validator(headers: httpx.Headers) -> str | None:
+    # If-Range accepts only a strong ETag; a weak one would always restart the download.
+    etag = (headers.get("ETag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    modified: str | None = headers.get("Last-Modified")
+    return modified
+
+
+class _QueryRedactingFilter(logging.Filter):
+    """Drops query strings from httpx's request log lines: signed output URLs carry secrets there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(arg, httpx.URL) and arg.query for arg in args):
+            record.args = tuple(
+                output_url_without_query(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in args
+            )
+        return True
+
+
+def _redact_httpx_log_queries() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(existing, _QueryRedactingFilter) for existing in logger.filters):
+        logger.addFilter(_QueryRedactingFilter())

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator, BaseOperatorLink
 from pydantic import BaseModel
 
+from airflow_provider_dreamina._compat import AirflowFailException, default_deferrable
 from airflow_provider_dreamina._storage import (
     Destination,
     check_name,
@@ -54,14 +54,6 @@ STATE_KEY = "dreamina_request"
 _DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
 
 _warned_no_state_store = False
-
-
-def _default_deferrable() -> bool:
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # Airflow 3.1 keeps the configuration in core only
-        from airflow.configuration import conf
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
 def fail_or_raise(error: DreaminaError) -> NoReturn:
@@ -138,7 +130,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.dreamina_conn_id = dreamina_conn_id
         self.model_id = model_id
         self.wait_for_completion = wait_for_completion
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         if poll_interval <= 0:
             raise ValueError(f"poll_interval is {poll_interval}; it must be more than 0 seconds")
         self.poll_interval = poll_interval

@@ -8,13 +8,13 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowFailException, AirflowSensorTimeout
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_dreamina._compat import AirflowFailException, AirflowSensorTimeout, default_deferrable
 from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaRequestError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook, log_state_change
 from airflow_provider_dreamina.models import RequestResult, RequestState
-from airflow_provider_dreamina.operators.dreamina import _default_deferrable, fail_or_raise
+from airflow_provider_dreamina.operators.dreamina import fail_or_raise
 from airflow_provider_dreamina.triggers.dreamina import (
     EVENT_CANCELLED,
     EVENT_FAILED,
@@ -55,7 +55,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.request_id = request_id
         self.dreamina_conn_id = dreamina_conn_id
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.cancel_on_kill = cancel_on_kill
         self._last_seen: tuple[RequestState, int | None] | None = None
 
