@@ -275,7 +275,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
             "prompt": request.prompt,
             "seed": request.seed,
             "frames": request.frames,
-            "image": "(inline data: URI)" if image.lower().startswith("data:") else image,
+            "image_url": "(inline data: URI)" if image.lower().startswith("data:") else image,
         }
 
     def _cancel(self, request_id: str, *, reason: str) -> None:

@@ -88,7 +88,7 @@ def test_waiting_returns_a_small_json_result(emulator: EmulatorHandle) -> None:
         "prompt": "a paper boat on a rainy street",
         "seed": -1,
         "frames": 121,
-        "image": emulator.sample_image_url,
+        "image_url": emulator.sample_image_url,
     }
 
 
