@@ -619,6 +619,7 @@ class DreaminaDownloadOperator(BaseOperator):
         generation: dict[str, Any],
     ) -> bytes:
         extra = result.model_extra or {}
+        timings = result.summary()
         manifest = {
             "request_id": result.request_id,
             "model_id": extra.get("model_id") or generation.get("model_id") or DEFAULT_MODEL_ID,
@@ -634,10 +635,7 @@ class DreaminaDownloadOperator(BaseOperator):
             "bytes": stored.size_bytes,
             "sha256": stored.sha256,
             "content_type": stored.content_type,
-            "created_at": result.created_at.isoformat() if result.created_at else None,
-            "finished_at": result.finished_at.isoformat() if result.finished_at else None,
-            "duration_seconds": result.duration_seconds,
-            "cost": result.cost,
+            **{key: timings[key] for key in ("created_at", "finished_at", "duration_seconds", "cost")},
             "downloaded_at": datetime.now(timezone.utc).isoformat(),
         }
         return json.dumps(manifest, indent=2, default=str).encode() + b"\n"
