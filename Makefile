@@ -14,7 +14,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui bench clean
+.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e bench clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
@@ -25,10 +25,11 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs only when the project's metadata changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Re-installs only when the project's metadata or its pinned versions change. The constraints
+# files pin every package (as Airflow's own constraints do), so installs are fast and repeatable.
+$(VENV)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_VERSION).txt | $(BIN)/python
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev]" -c constraints/airflow-$(AIRFLOW_VERSION).txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -48,19 +49,25 @@ test: lint typecheck unit
 $(BIN_MIN)/python:
 	$(PYTHON) -m venv $(VENV_MIN)
 
-$(VENV_MIN)/.installed: pyproject.toml | $(BIN_MIN)/python
+$(VENV_MIN)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_MIN_VERSION).txt | $(BIN_MIN)/python
 	$(BIN_MIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(BIN_MIN)/python -m pip install $(PIP_FLAGS) -e ".[test]" "apache-airflow==$(AIRFLOW_MIN_VERSION)"
+	$(BIN_MIN)/python -m pip install $(PIP_FLAGS) -e ".[test]" -c constraints/airflow-$(AIRFLOW_MIN_VERSION).txt
 	touch $@
 
 test-min: $(VENV_MIN)/.installed
 	$(BIN_MIN)/pytest -m "not e2e"
 
+# One run of dreamina_image_to_video against the emulator; prints where the video and manifest are.
 demo: install
-	$(BIN)/python -m airflow_provider_dreamina.emulator.smoke
+	$(BIN)/python scripts/demo.py
 
+# Airflow standalone with every example DAG and the emulator, until Ctrl-C; prints URL and login.
 demo-ui: install
-	@echo "make demo-ui arrives with the example DAGs"; exit 1
+	$(BIN)/python scripts/demo.py --ui
+
+# Only the end-to-end tests (a real scheduler, triggerer, dag processor and API server).
+e2e: install
+	$(BIN)/pytest -m e2e tests/e2e
 
 bench: install
 	@echo "benchmarks arrive with their issue"; exit 1
