@@ -130,9 +130,9 @@ def test_wait_returns_the_result_and_logs_each_change(
     assert result.state is RequestState.SUCCEEDED
     assert result.output_urls
     assert "queued at position" in caplog.text
-    assert "is running" in caplog.text
+    assert ": running" in caplog.text
     # One line per change, not per poll.
-    assert caplog.text.count("is running") == 1
+    assert caplog.text.count(": running") == 1
 
 
 @pytest.mark.parametrize(

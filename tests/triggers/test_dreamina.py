@@ -63,7 +63,7 @@ def test_success_yields_exactly_one_small_event(
     assert event["result"]["output_urls"]
     assert len(json.dumps(event)) < 2000
     assert "queued at position" in caplog.text
-    assert "is running" in caplog.text
+    assert ": running" in caplog.text
     assert emulator.token not in json.dumps(event) + caplog.text
 
 

@@ -1,0 +1,89 @@
+"""A daily content pipeline: one video per row of a batch file, saved into a dated folder.
+
+Each row of ``data/batch.jsonl`` holds a prompt and an image. Generations run as mapped, deferrable
+tasks in the ``dreamina`` pool. Create the pool first, counting deferred tasks, so that it caps
+how many generations are in flight (and paid for) at once, not only how many are submitting::
+
+    airflow pools set dreamina 4 "Dreamina generations" --include-deferred
+
+Each download records the submitted input (prompt, seed, frames) in the manifest beside its
+video. When every video is saved, ``publish`` emits one event on the ``dreamina_daily_videos``
+asset, listing the files; that event schedules ``dreamina_asset_consumer``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Asset, task
+
+from airflow_provider_dreamina.operators.dreamina import (
+    DreaminaDownloadOperator,
+    DreaminaImageToVideoOperator,
+)
+
+DATA = Path(__file__).parent / "data"
+DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
+# Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+OUTPUT = "{{ var.value.get('dreamina_output_dir', '/tmp/dreamina-videos') }}/pipeline/" + DAY
+
+
+@task
+def read_batch() -> list[dict[str, str]]:
+    """The rows to generate, read when the task runs (never while the DAG file is parsed)."""
+    rows = []
+    for line in (DATA / "batch.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            image = row["image"]
+            # Images named without a scheme or absolute path live beside the batch file.
+            if "://" not in image and not image.startswith("/"):
+                image = str(DATA / image)
+            rows.append({"prompt": row["prompt"], "image_url": image})
+    return rows
+
+
+def download_kwargs(result: dict[str, Any]) -> dict[str, Any]:
+    """What one download needs from one generation's result: its request and what was asked for."""
+    return {"request_id": result["request_id"], "generation_input": result["input"]}
+
+
+@task(outlets=[DAILY_VIDEOS])
+def publish(stored: list[list[str]], *, outlet_events: Any = None) -> list[str]:
+    """Announce the day's videos in one asset event; its extra lists every stored file."""
+    files = [uri for uris in stored for uri in uris]
+    outlet_events[DAILY_VIDEOS].extra = {"files": files, "count": len(files)}
+    return files
+
+
+with DAG(
+    dag_id="dreamina_content_pipeline",
+    description="Daily batch of image-to-video generations, saved and announced as an asset",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["dreamina", "example"],
+    doc_md=__doc__,
+) as dag:
+    generate = DreaminaImageToVideoOperator.partial(
+        task_id="generate",
+        pool="dreamina",
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=10,
+        timeout=2 * 60 * 60,
+        retries=2,
+    ).expand_kwargs(read_batch())
+
+    download = DreaminaDownloadOperator.partial(
+        task_id="download",
+        destination=OUTPUT,
+        retries=2,
+    ).expand_kwargs(generate.output.map(download_kwargs))
+
+    publish(download.output)

@@ -1,0 +1,77 @@
+"""Submit, wait in the triggerer, download: the three tasks of one Dreamina generation.
+
+Trigger it with your own prompt and image (an https URL, a local path or an object-storage URI such
+as ``s3://bucket/frame.png``). Videos land under the Airflow Variable ``dreamina_output_dir``
+(default ``/tmp/dreamina-videos``), one folder per day, each beside its JSON manifest
+(``<video>.mp4.json``: request, prompt, seed, frames, size and SHA-256).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_dreamina.operators.dreamina import (
+    DreaminaDownloadOperator,
+    DreaminaImageToVideoOperator,
+)
+from airflow_provider_dreamina.sensors.dreamina import DreaminaRequestSensor
+
+SAMPLE_IMAGE = str(Path(__file__).parent / "data" / "lighthouse.png")
+REQUEST_ID = "{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"
+# Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+OUTPUT_DIR = "{{ var.value.get('dreamina_output_dir', '/tmp/dreamina-videos') }}"
+
+with DAG(
+    dag_id="dreamina_image_to_video",
+    description="Turn one image and a prompt into a video with Dreamina 3.0 Pro",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["dreamina", "example"],
+    params={
+        "prompt": Param(
+            "A lighthouse at dusk, waves rolling in, the beam sweeping slowly across the sea",
+            type="string",
+            minLength=1,
+            maxLength=800,
+        ),
+        "image": Param(SAMPLE_IMAGE, type="string", description="URL, local path or object-storage URI"),
+        "seed": Param(-1, type="integer", minimum=-1, description="-1 for a random seed"),
+        "frames": Param(121, type="integer", enum=[121, 241], description="121 is about 5 s, 241 about 10 s"),
+    },
+    doc_md=__doc__,
+) as dag:
+    submit = DreaminaImageToVideoOperator(
+        task_id="submit",
+        prompt="{{ params.prompt }}",
+        image_url="{{ params.image }}",
+        seed="{{ params.seed }}",
+        frames="{{ params.frames }}",
+        retries=2,
+    )
+
+    wait = DreaminaRequestSensor(
+        task_id="wait",
+        request_id=REQUEST_ID,
+        deferrable=True,
+        poke_interval=5,
+        timeout=60 * 60,
+    )
+
+    download = DreaminaDownloadOperator(
+        task_id="download",
+        request_id=REQUEST_ID,
+        destination=f"{OUTPUT_DIR}/{DAY}",
+        # Rendered as JSON so the manifest keeps seed and frames as numbers.
+        generation_input=(
+            '{{ {"prompt": params.prompt, "image_url": params.image, "seed": params.seed, '
+            '"frames": params.frames} | tojson }}'
+        ),
+        retries=2,
+    )
+
+    submit >> wait >> download

@@ -1,0 +1,335 @@
+"""`make demo` and `make demo-ui`: the example DAGs against a local RunComfy emulator, no token needed.
+
+    python scripts/demo.py        run dreamina_image_to_video once (`airflow dags test`), check the
+                                  video it saved, and print where it and its manifest are
+    python scripts/demo.py --ui   start Airflow (`airflow standalone`) with every example DAG and the
+                                  emulator, print the URL and login, run until Ctrl-C
+
+Airflow lives in `.airflow-demo/` and videos go to `demo-output/`, both in the project root; the
+user's own ~/airflow and any `AIRFLOW__...` or `AIRFLOW_CONN_...` settings in the shell are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = ROOT / ".airflow-demo"
+OUTPUT = ROOT / "demo-output"
+DAGS = ROOT / "example_dags"
+DAG_ID = "dreamina_image_to_video"
+MARKER_VARIABLE = "DREAMINA_DEMO"
+UI_LOGIN = ("admin", "admin")
+# A real Dreamina video is megabytes; the emulator's is 256 KiB. Anything this small is broken.
+MIN_VIDEO_BYTES = 64 * 1024
+
+
+class DemoError(Exception):
+    """What went wrong, in words a newcomer can act on."""
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def airflow_env(**settings: str) -> dict[str, str]:
+    """This machine's environment without Airflow settings, plus the demo's own."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+        and name not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
+    }
+    # `airflow standalone` starts its components as `airflow ...` from PATH: use this interpreter's.
+    path = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), inherited.get("PATH")]))
+    return {
+        **inherited,
+        "PATH": path,
+        "AIRFLOW_HOME": str(HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+        "AIRFLOW_VAR_DREAMINA_OUTPUT_DIR": str(OUTPUT),
+        **settings,
+    }
+
+
+def airflow(arguments: list[str], env: dict[str, str], log: Path, timeout: float) -> None:
+    """Run an Airflow CLI command, its output going to `log`; raise with the log's tail on failure."""
+    with log.open("wb") as output:
+        try:
+            result = subprocess.run(  # noqa: S603 - this interpreter running Airflow's CLI
+                [sys.executable, "-m", "airflow", *arguments],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"`airflow {' '.join(arguments)}` took over {timeout:.0f} s; see {log}") from None
+    if result.returncode != 0:
+        raise DemoError(
+            f"`airflow {' '.join(arguments)}` failed (exit code {result.returncode}); the end of {log}:\n"
+            + tail(log)
+        )
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Create or upgrade the demo database, once per Airflow version."""
+    airflow_version = metadata.version("apache-airflow")
+    stamp = HOME / f".migrated-{airflow_version}"
+    if stamp.exists() and (HOME / "airflow.db").exists():
+        return
+    say(f"creating the Airflow {airflow_version} database in {HOME.relative_to(ROOT)}/")
+    airflow(["db", "migrate"], env, HOME / "db-migrate.log", timeout=300)
+    stamp.touch()
+
+
+def check_video(video: Path) -> dict[str, Any]:
+    """The saved MP4 is there, non-trivial, an MP4, and exactly what its manifest describes."""
+    from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
+
+    manifest_path = video.with_name(video.name + MANIFEST_SUFFIX)
+    if not video.is_file():
+        raise DemoError(f"the download task reported no video at {video}")
+    if not manifest_path.is_file():
+        raise DemoError(f"the video {video} has no manifest beside it ({manifest_path.name})")
+    data = video.read_bytes()
+    manifest = json.loads(manifest_path.read_text())
+    if len(data) < MIN_VIDEO_BYTES:
+        raise DemoError(f"{video} is only {len(data)} bytes")
+    if data[4:8] != b"ftyp":
+        raise DemoError(f"{video} does not start with an MP4 'ftyp' box")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.get("sha256") or len(data) != manifest.get("bytes"):
+        raise DemoError(
+            f"{video} ({len(data)} bytes, sha256 {digest}) does not match its manifest "
+            f"({manifest.get('bytes')} bytes, sha256 {manifest.get('sha256')})"
+        )
+    return dict(manifest, manifest_path=str(manifest_path))
+
+
+def run_once() -> None:
+    """`make demo`: one run of the example DAG, then proof of what it wrote."""
+    from airflow_provider_dreamina.emulator import run_emulator
+
+    started = time.monotonic()
+    HOME.mkdir(exist_ok=True)
+    OUTPUT.mkdir(exist_ok=True)
+    migrate(airflow_env())
+    # Short durations, but long enough that the sensor really defers to the trigger.
+    with run_emulator(queue_seconds=1, run_seconds=4) as emulator:
+        say(f"RunComfy emulator listening on {emulator.base_url}")
+        env = airflow_env(AIRFLOW_CONN_DREAMINA_DEFAULT=emulator.connection_json())
+        log = HOME / f"{DAG_ID}.log"
+        say(f"running {DAG_ID} (submit >> wait >> download) with `airflow dags test`; log: {log}")
+        airflow(["dags", "test", DAG_ID], env, log, timeout=180)
+        jobs = emulator.requests()
+        counters = emulator.counters()
+    if len(jobs) != 1 or counters["submissions"] != 1:
+        raise DemoError(f"expected exactly one generation at the emulator, saw {len(jobs)}; see {log}")
+    request_id = jobs[0]["request_id"]
+    videos = sorted(OUTPUT.rglob(f"{request_id}.mp4"))
+    if len(videos) != 1:
+        raise DemoError(f"request {request_id} succeeded, but {OUTPUT} holds no {request_id}.mp4; see {log}")
+    manifest = check_video(videos[0])
+    say(f"request {request_id} rendered {jobs[0]['input']['frames']} frames and was saved")
+    print(
+        f"\n  video     {videos[0]}\n"
+        f"  manifest  {manifest['manifest_path']}\n"
+        f"  size      {manifest['bytes']} bytes, starts with an MP4 ftyp box\n"
+        f"  sha256    {manifest['sha256']} (matches the manifest)\n"
+        f"\nDone in {time.monotonic() - started:.0f} s. `make demo-ui` shows the example DAGs in the UI.",
+        flush=True,
+    )
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def choose_port(preferred: int) -> int:
+    if port_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_airflow(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DemoError(f"airflow standalone exited with code {process.returncode}:\n{tail(log)}")
+        with suppress(httpx.HTTPError, ValueError):
+            health = httpx.get(f"{url}/api/v2/monitor/health", timeout=5, trust_env=False).json()
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            if all((health.get(part) or {}).get("status") == "healthy" for part in parts):
+                return
+        time.sleep(1)
+    raise DemoError(f"Airflow was not healthy within {timeout:.0f} s; the end of {log}:\n{tail(log)}")
+
+
+def unpause_examples(url: str, login: tuple[str, str], timeout: float = 90) -> list[str]:
+    """Unpause every example DAG once the DAG processor has stored it; returns their ids."""
+    with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
+        answer = client.post("/auth/token", json={"username": login[0], "password": login[1]})
+        answer.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        expected = sorted(path.stem for path in DAGS.glob("dreamina_*.py"))
+        deadline = time.monotonic() + timeout
+        while True:
+            dags = client.get("/api/v2/dags", params={"dag_id_pattern": "dreamina_", "limit": 100}).json()
+            found = sorted(dag["dag_id"] for dag in dags["dags"])
+            if found == expected or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if found != expected:
+            raise DemoError(f"the DAG processor stored {found}, not {expected}, within {timeout:.0f} s")
+        for dag_id in found:
+            client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+    return found
+
+
+def stop_group(process: subprocess.Popen[bytes], marker: str) -> None:
+    """Stop standalone's process group, then any task process of ours that left it."""
+    if process.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    needle = f"{MARKER_VARIABLE}={marker}".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        with suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_ui() -> None:
+    """`make demo-ui`: Airflow standalone with the example DAGs and the emulator, until Ctrl-C."""
+    from airflow_provider_dreamina.emulator import run_emulator
+
+    # Ctrl-C, and a plain `kill`, stop Airflow and the emulator cleanly (even when started from a
+    # script whose shell ignores SIGINT in background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
+
+    HOME.mkdir(exist_ok=True)
+    OUTPUT.mkdir(exist_ok=True)
+    port = choose_port(int(os.environ.get("DEMO_PORT", "8080")))
+    url = f"http://localhost:{port}"
+    user, password = UI_LOGIN
+    # The simple auth manager reads passwords from this file and generates none for users in it.
+    passwords = HOME / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({user: password}) + "\n")
+    marker = secrets.token_hex(8)
+    settings = {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(choose_port(8793)),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(choose_port(8794)),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        MARKER_VARIABLE: marker,
+    }
+    migrate(airflow_env(**settings))
+    airflow(
+        ["pools", "set", "dreamina", "4", "Dreamina generations (demo)", "--include-deferred"],
+        airflow_env(**settings),
+        HOME / "pools.log",
+        timeout=120,
+    )
+    # Jobs a little slower than in `make demo`, so the UI shows tasks waiting in the deferred state.
+    with run_emulator(queue_seconds=3, run_seconds=15) as emulator:
+        env = airflow_env(AIRFLOW_CONN_DREAMINA_DEFAULT=emulator.connection_json(), **settings)
+        log = HOME / "standalone.log"
+        say(f"RunComfy emulator listening on {emulator.base_url}")
+        say(f"starting `airflow standalone` (scheduler, triggerer, dag processor, API server); log: {log}")
+        with log.open("ab") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "airflow", "standalone"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            wait_for_airflow(url, process, log)
+            dag_ids = unpause_examples(url, UI_LOGIN)
+            print(
+                f"\n  Airflow UI  {url}\n"
+                f"  login       {user} / {password}\n"
+                f"  DAGs        {', '.join(dag_ids)} (unpaused)\n"
+                f"  videos      {OUTPUT}/\n"
+                "\n  dreamina_content_pipeline (daily) runs its latest interval now unless it already has;\n"
+                "  its asset then triggers dreamina_asset_consumer. Trigger dreamina_image_to_video\n"
+                "  yourself, with any prompt.\n"
+                "\nPress Ctrl-C to stop Airflow and the emulator.",
+                flush=True,
+            )
+            while process.poll() is None:
+                time.sleep(1)
+            raise DemoError(f"airflow standalone exited on its own (code {process.returncode}); see {log}")
+        except KeyboardInterrupt:
+            say("stopping Airflow and the emulator")
+        finally:
+            stop_group(process, marker)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ui", action="store_true", help="start the Airflow UI instead of one DAG run")
+    arguments = parser.parse_args()
+    try:
+        run_ui() if arguments.ui else run_once()
+    except DemoError as error:
+        print(f"\n[demo] FAILED: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
