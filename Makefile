@@ -18,7 +18,9 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
+	@echo "make demo-ui   the Airflow UI with the example DAGs and the emulator, until Ctrl-C"
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
+	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
 
@@ -69,8 +71,24 @@ demo-ui: install
 e2e: install
 	$(BIN)/pytest -m e2e tests/e2e
 
+# All four benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
+# of BENCHMARKS.md, and the run's timings go into its summary.
 bench: install
-	@echo "benchmarks arrive with their issue"; exit 1
+	$(BIN)/python benchmarks/run_all.py
+
+.PHONY: bench-trigger bench-download bench-parse bench-soak
+
+bench-trigger: install
+	$(BIN)/python benchmarks/trigger_scale.py
+
+bench-download: install
+	$(BIN)/python benchmarks/download.py
+
+bench-parse: install
+	$(BIN)/python benchmarks/parse_cost.py
+
+bench-soak: install
+	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .airflow .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(VENV_MIN) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build

@@ -74,7 +74,7 @@ _IMAGE_FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # A transport error before the request was written: the server certainly did not see it.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-#: Bytes read from an output stream at a time: a download holds about this much in memory.
+#: The most a download hands its sink at once, so the most it holds in memory (httpx pieces are smaller).
 DOWNLOAD_CHUNK_SIZE = 1024 * 1024
 
 
@@ -281,15 +281,19 @@ class DreaminaHook(BaseHook):
 
     async def aget_conn(self) -> httpx.AsyncClient:
         """An async client shared by every hook on this event loop with the same connection."""
+        return (await self._ashared_client()).client
+
+    async def _ashared_client(self) -> _SharedAsyncClient:
         settings = await self.aget_settings()
         loop = asyncio.get_running_loop()
         clients = _ASYNC_CLIENTS.setdefault(loop, {})
         key = (*settings.cache_key, id(self._async_transport) if self._async_transport else None)
-        client = clients.get(key)
-        if client is None or client.is_closed:
+        shared = clients.get(key)
+        if shared is None or shared.client.is_closed:
             client = httpx.AsyncClient(**self._client_options(settings), transport=self._async_transport)
-            clients[key] = client
-        return client
+            shared = _SharedAsyncClient(client, asyncio.Semaphore(settings.max_connections))
+            clients[key] = shared
+        return shared
 
     def close(self) -> None:
         if self._client is not None:
@@ -306,8 +310,8 @@ class DreaminaHook(BaseHook):
     async def aclose_shared_clients() -> None:
         """Close the async clients of the running event loop (for tests and clean shutdowns)."""
         clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
-        for client in clients.values():
-            await client.aclose()
+        for shared in clients.values():
+            await shared.client.aclose()
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -658,10 +662,13 @@ class DreaminaHook(BaseHook):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _arequest(self, call: _Call[_ModelT]) -> _ModelT:
-        client = await self.aget_conn()
+        shared = await self._ashared_client()
         for attempt in itertools.count():
             try:
-                response = await client.request(call.method, call.path, json=call.json, params=call.params)
+                async with shared.slots:
+                    response = await shared.client.request(
+                        call.method, call.path, json=call.json, params=call.params
+                    )
             except httpx.HTTPError as error:
                 delay = self._retry_delay_after_error(call, attempt, error)
             else:
@@ -805,10 +812,21 @@ class DreaminaHook(BaseHook):
         return text.replace(token, "***") if token else text
 
 
+@dataclass
+class _SharedAsyncClient:
+    """The async client of one event loop and connection, and the slots its requests queue for."""
+
+    client: httpx.AsyncClient
+    # At most max_connections requests are inside httpx at once; the others wait here, in order.
+    # httpcore rescans every request queued in its pool against every connection on each request
+    # event, so a thousand waits queued inside the pool cost milliseconds of CPU per poll.
+    slots: asyncio.Semaphore
+
+
 # One async client per event loop and connection: a triggerer running a thousand waits keeps
 # one bounded pool instead of a client (and its sockets) per wait.
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[Any, ...], httpx.AsyncClient]
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedAsyncClient]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -832,7 +850,7 @@ def log_state_change(request_id: str, status: RequestStatus) -> None:
     if status.state is RequestState.QUEUED and status.queue_position is not None:
         log.info("Request %s is queued at position %d", request_id, status.queue_position)
     else:
-        log.info("Request %s is %s (RunComfy status %r)", request_id, status.state.value, status.status)
+        log.info("Request %s: %s (RunComfy status %r)", request_id, status.state.value, status.status)
 
 
 def _request_path(request_id: str, action: str) -> str:
@@ -1141,24 +1159,17 @@ class _Transfer:
         self.content_type = self.content_type or headers.get("Content-Type")
         end = None if length is None else self.offset + length
         self._check_size(self.expected_total if self.expected_total is not None else end, declared=True)
-        # Pieces come as the network delivers them and go to the sink in chunks of chunk_size:
-        # memory holds at most one chunk, and a broken transfer keeps every byte that arrived.
-        pending = bytearray()
-        try:
-            for piece in response.iter_bytes():
-                self._check_size(self.offset + len(piece), declared=False)
-                pending += piece
-                self.sha256.update(piece)
-                self.offset += len(piece)
-                if len(pending) >= self.chunk_size:
-                    sink.write(bytes(pending))
-                    pending.clear()
-        except httpx.TransportError:
-            if pending:
-                sink.write(bytes(pending))
-            raise
-        if pending:
-            sink.write(bytes(pending))
+        # Pieces go to the sink as the network delivers them (httpx reads at most 64 KiB at a
+        # time; a bigger piece is split at chunk_size): memory holds one piece, and a broken
+        # transfer keeps every byte that arrived. Gathering pieces into chunks first copied every
+        # byte twice into freshly allocated memory, a fifth of the time (BENCHMARKS.md, download).
+        for piece in response.iter_bytes():
+            self._check_size(self.offset + len(piece), declared=False)
+            for start in range(0, len(piece), self.chunk_size):
+                part = piece if len(piece) <= self.chunk_size else piece[start : start + self.chunk_size]
+                sink.write(part)
+                self.sha256.update(part)
+                self.offset += len(part)
         if end is not None and self.offset < end:
             total = self.expected_total if self.expected_total is not None else end
             raise _TransferInterrupted(f"the connection closed after {self.offset} of {total} bytes")
