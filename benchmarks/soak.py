@@ -1,8 +1,8 @@
 """Fault soak: N generations through a real Airflow while the emulator fails 20% of the calls.
 
 A real Airflow (API server, scheduler, triggerer, DAG processor; SQLite, LocalExecutor) started by
-``tests/e2e/harness.py`` runs ``benchmarks/soak_dags/dreamina_soak.py``: mapped
-``DreaminaImageToVideoOperator`` (deferred to the triggerer) then mapped ``DreaminaDownloadOperator``,
+``tests/e2e/harness.py`` runs ``benchmarks/soak_dags/dreamina_soak.py``: a mapped task group per
+row, ``DreaminaImageToVideoOperator`` (deferred to the triggerer) then ``DreaminaDownloadOperator``,
 one row per generation, each with its own prompt and seed. The emulator injects faults on 20% of
 the calls of each endpoint, in equal shares:
 
@@ -56,6 +56,8 @@ EMULATOR_OPTIONS = {"queue_seconds": 0.5, "run_seconds_range": [3, 8], "output_b
 # Kinds after which the provider refuses to resend a submit, by design (opt-in: --unsafe-submit-faults).
 UNSAFE_SUBMIT_FAULTS: list[tuple[str, dict[str, Any]]] = [("500", {}), ("reset_after_send", {})]
 REFUSAL_MARKER = b"may have created a paid request"
+# The tasks of the DAG's mapped task group "video".
+GENERATE, DOWNLOAD = "video.generate", "video.download"
 _MAP_INDEX = re.compile(r"map_index=(\d+)")
 
 
@@ -186,7 +188,7 @@ def _wait_logging_progress(airflow: Any, run_id: str, count: int, timeout: float
         if run["state"] in ("success", "failed"):
             return run  # type: ignore[no-any-return]
         states: dict[str, int] = {}
-        for instance in airflow.task_instances(DAG_ID, run_id, "download"):
+        for instance in airflow.task_instances(DAG_ID, run_id, DOWNLOAD):
             states[str(instance["state"])] = states.get(str(instance["state"]), 0) + 1
         progress = ", ".join(f"{state} {number}" for state, number in sorted(states.items()))
         if progress != last:
@@ -255,7 +257,7 @@ def _figures(
             {
                 match.group(1)
                 for path, content in log_bytes.items()
-                if "task_id=generate" in str(path) and REFUSAL_MARKER in content
+                if f"task_id={GENERATE}" in str(path) and REFUSAL_MARKER in content
                 for match in [_MAP_INDEX.search(str(path))]
                 if match
             }
@@ -349,8 +351,8 @@ def _report(figures: dict[str, Any]) -> tuple[str, bool]:
 
 def _refusals_report(figures: dict[str, Any]) -> str:
     """What submits that must not be resent cost: refusals, and what the DAG's shape makes of them."""
-    generate = figures["tasks"].get("generate", {"states": {}})
-    download = figures["tasks"].get("download", {"states": {}})
+    generate = figures["tasks"].get(GENERATE, {"states": {}})
+    download = figures["tasks"].get(DOWNLOAD, {"states": {}})
     rows = [
         ["generations asked for", figures["count"]],
         [

@@ -1,14 +1,19 @@
 """A daily content pipeline: one video per row of a batch file, saved into a dated folder.
 
-Each row of ``data/batch.jsonl`` holds a prompt and an image. Generations run as mapped, deferrable
-tasks in the ``dreamina`` pool. Create the pool first, counting deferred tasks, so that it caps
-how many generations are in flight (and paid for) at once, not only how many are submitting::
+Each row of ``data/batch.jsonl`` holds a prompt and an image. Each row is one instance of the
+mapped task group ``video``: a deferrable generation in the ``dreamina`` pool, then the download
+of that generation's video. Create the pool first, counting deferred tasks, so that it caps how
+many generations are in flight (and paid for) at once, not only how many are submitting::
 
     airflow pools set dreamina 4 "Dreamina generations" --include-deferred
 
-Each download records the submitted input (prompt, seed, frames) in the manifest beside its
-video. When every video is saved, ``publish`` emits one event on the ``dreamina_daily_videos``
-asset, listing the files; that event schedules ``dreamina_asset_consumer``.
+Mapping the group, rather than generations and downloads separately, keeps rows independent: a
+row whose generation fails leaves every other row's video downloaded, instead of leaving the
+whole mapped download ``upstream_failed`` with videos already paid for. Each download records the
+submitted input (prompt, seed, frames) in the manifest beside its video. When every video is
+saved, ``publish`` emits one event on the ``dreamina_daily_videos`` asset, listing the files; that
+event schedules ``dreamina_asset_consumer``. If a row failed, clear it from the UI: the other rows
+are not generated again, and ``publish`` runs once the batch is complete.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, task, task_group
 
 from airflow_provider_dreamina.operators.dreamina import (
     DreaminaDownloadOperator,
@@ -47,9 +52,28 @@ def read_batch() -> list[dict[str, str]]:
     return rows
 
 
-def download_kwargs(result: dict[str, Any]) -> dict[str, Any]:
-    """What one download needs from one generation's result: its request and what was asked for."""
-    return {"request_id": result["request_id"], "generation_input": result["input"]}
+@task_group
+def video(prompt: str, image_url: str) -> Any:
+    """One row: generate the video, then save it (with the submitted input in its manifest)."""
+    generate = DreaminaImageToVideoOperator(
+        task_id="generate",
+        prompt=prompt,
+        image_url=image_url,
+        pool="dreamina",
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=10,
+        timeout=2 * 60 * 60,
+        retries=2,
+    )
+    download = DreaminaDownloadOperator(
+        task_id="download",
+        request_id=generate.output["request_id"],  # the XCom the operator pushes under that key
+        generation_input=generate.output,  # its result: the manifest records result["input"]
+        destination=OUTPUT,
+        retries=2,
+    )
+    return download.output
 
 
 @task(outlets=[DAILY_VIDEOS])
@@ -70,20 +94,4 @@ with DAG(
     tags=["dreamina", "example"],
     doc_md=__doc__,
 ) as dag:
-    generate = DreaminaImageToVideoOperator.partial(
-        task_id="generate",
-        pool="dreamina",
-        wait_for_completion=True,
-        deferrable=True,
-        poll_interval=10,
-        timeout=2 * 60 * 60,
-        retries=2,
-    ).expand_kwargs(read_batch())
-
-    download = DreaminaDownloadOperator.partial(
-        task_id="download",
-        destination=OUTPUT,
-        retries=2,
-    ).expand_kwargs(generate.output.map(download_kwargs))
-
-    publish(download.output)
+    publish(video.expand_kwargs(read_batch()))

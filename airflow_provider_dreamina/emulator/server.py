@@ -232,6 +232,13 @@ class EmulatorApp:
     def _not_found(self, request: Request, request_id: str) -> Response:
         return self._error(request, 404, f"Request {request_id!r} is unknown or expired")
 
+    def _authorised_job(self, request: Request, request_id: str) -> Job | Response:
+        """The job a token-checked call names, or the error answer (401/403, then 404)."""
+        if denied := self._auth_error(request):
+            return denied
+        job = self.emulator.jobs.get(request_id)
+        return self._not_found(request, request_id) if job is None else job
+
     def _auth_error(self, request: Request) -> Response | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
@@ -342,11 +349,9 @@ class EmulatorApp:
         return await self._api_call(request, "status", request_id, lambda: self._status(request, request_id))
 
     async def _status(self, request: Request, request_id: str) -> Response:
-        if denied := self._auth_error(request):
-            return denied
-        job = self.emulator.jobs.get(request_id)
-        if job is None:
-            return self._not_found(request, request_id)
+        job = self._authorised_job(request, request_id)
+        if isinstance(job, Response):
+            return job
         now = time.time()
         body: dict[str, Any] = {"request_id": request_id, "status": job.status_word(now)}
         if job.state(now) == "in_queue":
@@ -362,11 +367,9 @@ class EmulatorApp:
         )
 
     async def _result(self, request: Request, request_id: str, include_cost: bool) -> Response:
-        if denied := self._auth_error(request):
-            return denied
-        job = self.emulator.jobs.get(request_id)
-        if job is None:
-            return self._not_found(request, request_id)
+        job = self._authorised_job(request, request_id)
+        if isinstance(job, Response):
+            return job
         now = time.time()
         state = job.state(now)
         body: dict[str, Any] = {"request_id": request_id, "status": job.result_word(now)}
@@ -406,11 +409,9 @@ class EmulatorApp:
         return await self._api_call(request, "cancel", request_id, lambda: self._cancel(request, request_id))
 
     async def _cancel(self, request: Request, request_id: str) -> Response:
-        if denied := self._auth_error(request):
-            return denied
-        job = self.emulator.jobs.get(request_id)
-        if job is None:
-            return self._not_found(request, request_id)
+        job = self._authorised_job(request, request_id)
+        if isinstance(job, Response):
+            return job
         now = time.time()
         cancelled = self.emulator.cancel(job, now)
         return self._json(

@@ -358,8 +358,9 @@ class DreaminaDownloadOperator(BaseOperator):
     :param write_manifest: write ``<file name>.json`` beside each stored file.
     :param generation_input: what was submitted (``prompt``, ``seed``, ``frames``, ``image_urls``,
         ``model_id``), recorded in the manifest, since a result does not repeat it: a dict (its
-        string values are templated), or the JSON or Python-literal text a template renders a
-        dict to, such as an XCom of the submit task. Inline ``data:`` images are not recorded.
+        string values are templated), the JSON or Python-literal text a template renders a dict
+        to, or the waiting submit task's returned result (``generate.output``), whose ``input``
+        is used. Inline ``data:`` images are not recorded.
     """
 
     template_fields: Sequence[str] = (
@@ -601,6 +602,9 @@ class DreaminaDownloadOperator(BaseOperator):
                 "generation_input is not a dict; the manifest will not record the prompt, seed and frames"
             )
             return {}
+        # The submit operator's returned result carries what it submitted under "input".
+        if isinstance(value.get("input"), Mapping) and "request_id" in value:
+            value = value["input"]
         details = {key: value[key] for key in ("model_id", "prompt", "seed", "frames") if key in value}
         images = value.get("image_urls") or ([value["image_url"]] if value.get("image_url") else [])
         if isinstance(images, list) and images and isinstance(images[0], str):

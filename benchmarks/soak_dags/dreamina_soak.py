@@ -1,4 +1,4 @@
-"""The fault soak's DAG: the content pipeline's shape (mapped generate, then mapped download) for N rows.
+"""The fault soak's DAG: the content pipeline's shape (a mapped group: generate, then download) for N rows.
 
 ``benchmarks/soak.py`` and ``tests/e2e/test_soak.py`` trigger it with ``count`` (how many
 generations), ``image`` (a local image, sent inline) and ``output_dir``. Every row has its own
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, task, task_group
 
 from airflow_provider_dreamina.operators.dreamina import (
     DreaminaDownloadOperator,
@@ -32,8 +32,28 @@ def rows(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def request_id_of(result: dict[str, Any]) -> str:
-    return str(result["request_id"])
+@task_group
+def video(prompt: str, image_url: str, seed: int) -> None:
+    """One row: generate, then download that generation's video."""
+    generate = DreaminaImageToVideoOperator(
+        task_id="generate",
+        prompt=prompt,
+        image_url=image_url,
+        seed=seed,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=2,
+        timeout=15 * 60,
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+    )
+    DreaminaDownloadOperator(
+        task_id="download",
+        request_id=generate.output["request_id"],
+        destination="{{ params.output_dir }}",
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+    )
 
 
 with DAG(
@@ -50,19 +70,4 @@ with DAG(
         "output_dir": Param("", type="string"),
     },
 ) as dag:
-    generate = DreaminaImageToVideoOperator.partial(
-        task_id="generate",
-        wait_for_completion=True,
-        deferrable=True,
-        poll_interval=2,
-        timeout=15 * 60,
-        retries=2,
-        retry_delay=timedelta(seconds=2),
-    ).expand_kwargs(rows())
-
-    DreaminaDownloadOperator.partial(
-        task_id="download",
-        destination="{{ params.output_dir }}",
-        retries=2,
-        retry_delay=timedelta(seconds=2),
-    ).expand(request_id=generate.output.map(request_id_of))
+    video.expand_kwargs(rows())

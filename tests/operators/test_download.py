@@ -718,6 +718,27 @@ def test_manifest_contents(emulator: EmulatorHandle, tmp_path: Path) -> None:
     assert emulator.token not in text and "sig=" not in text and "signed-input" not in text
 
 
+def test_manifest_takes_the_input_from_the_submit_operators_result(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    # What `generation_input=generate.output` resolves to: the waiting submit operator's result.
+    request_id = submit_finished(emulator)
+    submitted = {"model_id": DEFAULT_MODEL_ID, "prompt": PROMPT, "seed": SEED, "frames": 241}
+    result = {
+        "request_id": request_id,
+        "state": "succeeded",
+        "outputs": [f"{emulator.base_url}/outputs/{request_id}/output.mp4"],
+        "input": {**submitted, "image_url": emulator.sample_image_url},
+    }
+
+    run(make_operator(request_id=request_id, destination=str(tmp_path), generation_input=result))
+
+    manifest = json.loads((tmp_path / f"{request_id}.mp4.json").read_text())
+    assert {key: manifest[key] for key in submitted} == submitted
+    assert manifest["image_url"] == emulator.sample_image_url
+    assert "outputs" not in manifest and "state" not in manifest
+
+
 def test_no_manifest_when_disabled(emulator: EmulatorHandle, tmp_path: Path) -> None:
     request_id = submit_finished(emulator)
 
