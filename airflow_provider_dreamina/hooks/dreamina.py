@@ -249,11 +249,28 @@ class DreaminaHook(BaseHook):
         return self._settings
 
     async def aget_settings(self) -> DreaminaSettings:
-        """The connection's settings, read once without blocking the event loop."""
+        """The connection's settings, read without blocking the event loop.
+
+        Hooks on one event loop share a reading of a connection for ``SETTINGS_TTL_SECONDS``: a
+        triggerer that starts a batch of waits looks the connection up once, not once per wait
+        (each lookup is a round trip to the triggerer's supervisor). A later reading picks up an
+        edited connection; concurrent first lookups wait for the same one.
+        """
         if self._settings is None:
-            conn = await self.aget_connection(self.dreamina_conn_id)
-            self._settings = DreaminaSettings.from_connection(conn, self.dreamina_conn_id)
+            loop = asyncio.get_running_loop()
+            readings = _ASYNC_SETTINGS.setdefault(loop, {})
+            now = time.monotonic()
+            reading = readings.get(self.dreamina_conn_id)
+            if reading is None or reading.stale(now):
+                reading = _SettingsReading(now, loop.create_task(self._aread_settings()))
+                readings[self.dreamina_conn_id] = reading
+            # Shielded: one waiter being cancelled must not cancel the lookup the others share.
+            self._settings = await asyncio.shield(reading.task)
         return self._settings
+
+    async def _aread_settings(self) -> DreaminaSettings:
+        conn = await self.aget_connection(self.dreamina_conn_id)
+        return DreaminaSettings.from_connection(conn, self.dreamina_conn_id)
 
     def _client_options(self, settings: DreaminaSettings) -> dict[str, Any]:
         """The one description of a RunComfy client; both the sync and async clients use it."""
@@ -309,7 +326,9 @@ class DreaminaHook(BaseHook):
     @staticmethod
     async def aclose_shared_clients() -> None:
         """Close the async clients of the running event loop (for tests and clean shutdowns)."""
-        clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        _ASYNC_SETTINGS.pop(loop, None)
+        clients = _ASYNC_CLIENTS.pop(loop, {})
         for shared in clients.values():
             await shared.client.aclose()
 
@@ -822,6 +841,28 @@ class _SharedAsyncClient:
     # event, so a thousand waits queued inside the pool cost milliseconds of CPU per poll.
     slots: asyncio.Semaphore
 
+
+#: Seconds an event loop reuses a connection it has read (see ``DreaminaHook.aget_settings``).
+SETTINGS_TTL_SECONDS = 30.0
+
+
+@dataclass
+class _SettingsReading:
+    """One lookup of a connection on one event loop, shared by the hooks that need it meanwhile."""
+
+    started: float
+    task: asyncio.Task[DreaminaSettings]
+
+    def stale(self, now: float) -> bool:
+        if now - self.started > SETTINGS_TTL_SECONDS:
+            return True
+        # A failed lookup (say, a connection not created yet) is not remembered.
+        return self.task.done() and (self.task.cancelled() or self.task.exception() is not None)
+
+
+_ASYNC_SETTINGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _SettingsReading]] = (
+    weakref.WeakKeyDictionary()
+)
 
 # One async client per event loop and connection: a triggerer running a thousand waits keeps
 # one bounded pool instead of a client (and its sockets) per wait.

@@ -121,7 +121,9 @@ class DreaminaRequestTrigger(BaseTrigger):
                 last_state = status.state
                 if (status.state, status.queue_position) != seen:
                     seen = (status.state, status.queue_position)
-                    log_state_change(self.request_id, status)
+                    # The end is logged once, with its outcome, by _final_payload.
+                    if not status.state.is_terminal:
+                        log_state_change(self.request_id, status)
                 if status.state.is_terminal:
                     result = await hook.aget_result(self.request_id, include_cost=True)
                     if result.state.is_terminal:
