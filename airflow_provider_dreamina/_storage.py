@@ -156,10 +156,16 @@ class Destination:
 
     def read_bytes(self, name: str, limit: int) -> bytes | None:
         """At most ``limit`` bytes of a file, None when it does not exist."""
-        raise NotImplementedError
+        try:
+            with self._open_read(name) as handle:
+                return handle.read(limit)
+        except FileNotFoundError:
+            return None
 
     def iter_chunks(self, name: str) -> Iterator[bytes]:
-        raise NotImplementedError
+        with self._open_read(name) as handle:
+            while chunk := handle.read(READ_CHUNK_SIZE):
+                yield chunk
 
     def partial(self, name: str) -> PartialFile:
         """A new temporary file, to be committed under ``name`` (or another name) once complete."""
@@ -173,6 +179,9 @@ class Destination:
 
     def errors(self, action: str) -> _StorageErrors:
         return _StorageErrors(self.display, action)
+
+    def _open_read(self, name: str) -> IO[bytes]:
+        raise NotImplementedError
 
     def _open_write(self, name: str, *, exclusive: bool = True) -> IO[bytes]:
         """Open ``name`` for writing; ``exclusive`` when it must not exist yet."""
@@ -229,17 +238,8 @@ class LocalDestination(Destination):
     def exists(self, name: str) -> bool:
         return (self.directory / name).exists()
 
-    def read_bytes(self, name: str, limit: int) -> bytes | None:
-        try:
-            with (self.directory / name).open("rb") as handle:
-                return handle.read(limit)
-        except FileNotFoundError:
-            return None
-
-    def iter_chunks(self, name: str) -> Iterator[bytes]:
-        with (self.directory / name).open("rb") as handle:
-            while chunk := handle.read(READ_CHUNK_SIZE):
-                yield chunk
+    def _open_read(self, name: str) -> IO[bytes]:
+        return (self.directory / name).open("rb")
 
     def _open_write(self, name: str, *, exclusive: bool = True) -> IO[bytes]:
         return (self.directory / name).open("xb" if exclusive else "wb")
@@ -310,18 +310,9 @@ class StoreDestination(Destination):
         with self.errors("read"):
             return bool(self.fs.exists(self._key(name)))
 
-    def read_bytes(self, name: str, limit: int) -> bytes | None:
-        try:
-            with self.fs.open(self._key(name), "rb") as handle:
-                data: bytes = handle.read(limit)
-                return data
-        except FileNotFoundError:
-            return None
-
-    def iter_chunks(self, name: str) -> Iterator[bytes]:
-        with self.fs.open(self._key(name), "rb") as handle:
-            while chunk := handle.read(READ_CHUNK_SIZE):
-                yield chunk
+    def _open_read(self, name: str) -> IO[bytes]:
+        handle: IO[bytes] = self.fs.open(self._key(name), "rb")
+        return handle
 
     def _open_write(self, name: str, *, exclusive: bool = True) -> IO[bytes]:
         # Temporary names are unique; object stores offer no portable "create only" anyway.

@@ -232,6 +232,14 @@ class EmulatorApp:
     def _not_found(self, request: Request, request_id: str) -> Response:
         return self._error(request, 404, f"Request {request_id!r} is unknown or expired")
 
+    def _model_call_error(self, request: Request, model_id: str) -> Response | None:
+        """The error answer to a call naming a model (401/403, then 400 for another model), if any."""
+        if denied := self._auth_error(request):
+            return denied
+        if model_id != MODEL_ID:
+            return self._error(request, 400, f"Unknown model id {model_id!r}", code=400001)
+        return None
+
     def _authorised_job(self, request: Request, request_id: str) -> Job | Response:
         """The job a token-checked call names, or the error answer (401/403, then 404)."""
         if denied := self._auth_error(request):
@@ -304,10 +312,8 @@ class EmulatorApp:
         return await self._api_call(request, "submit", None, lambda: self._submit(request, model_id))
 
     async def _submit(self, request: Request, model_id: str) -> Response:
-        if denied := self._auth_error(request):
+        if denied := self._model_call_error(request, model_id):
             return denied
-        if model_id != MODEL_ID:
-            return self._error(request, 400, f"Unknown model id {model_id!r}", code=400001)
         body = await _read_body(request)
         if body is None:
             return self._error(request, 413, f"The request body is larger than {MAX_BODY_BYTES} bytes")
@@ -332,10 +338,8 @@ class EmulatorApp:
         return await self._api_call(request, "model", None, lambda: self._model_info(request, model_id))
 
     async def _model_info(self, request: Request, model_id: str) -> Response:
-        if denied := self._auth_error(request):
+        if denied := self._model_call_error(request, model_id):
             return denied
-        if model_id != MODEL_ID:
-            return self._error(request, 400, f"Unknown model id {model_id!r}", code=400001)
         return self._json(
             request,
             {

@@ -1207,7 +1207,7 @@ class _Transfer:
         for piece in response.iter_bytes():
             self._check_size(self.offset + len(piece), declared=False)
             for start in range(0, len(piece), self.chunk_size):
-                part = piece if len(piece) <= self.chunk_size else piece[start : start + self.chunk_size]
+                part = piece[start : start + self.chunk_size]  # the piece itself when it fits
                 sink.write(part)
                 self.sha256.update(part)
                 self.offset += len(part)

@@ -269,13 +269,12 @@ class DreaminaImageToVideoOperator(BaseOperator):
         request = ImageToVideoInput(
             prompt=self.prompt, image_urls=[self.image_url], seed=self.seed, frames=self.frames
         )
-        image = request.image_source
         return {
             "model_id": self.model_id,
             "prompt": request.prompt,
             "seed": request.seed,
             "frames": request.frames,
-            "image_url": "(inline data: URI)" if image.lower().startswith("data:") else image,
+            "image_url": _recorded_image(request.image_source),
         }
 
     def _cancel(self, request_id: str, *, reason: str) -> None:
@@ -288,6 +287,13 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._request_id and self.wait_for_completion:
             self._cancel(self._request_id, reason="the task was killed")
+
+
+def _recorded_image(image: str, *, strip_query: bool = False) -> str:
+    """How a record of the input names its image: inline image data is never copied into it."""
+    if image.lower().startswith("data:"):
+        return "(inline data: URI)"
+    return output_url_without_query(image) if strip_query else image
 
 
 def _fingerprint(request: ImageToVideoInput, model_id: str) -> str:
@@ -608,10 +614,7 @@ class DreaminaDownloadOperator(BaseOperator):
         details = {key: value[key] for key in ("model_id", "prompt", "seed", "frames") if key in value}
         images = value.get("image_urls") or ([value["image_url"]] if value.get("image_url") else [])
         if isinstance(images, list) and images and isinstance(images[0], str):
-            image = images[0]
-            details["image_url"] = (
-                "(inline data: URI)" if image.startswith("data:") else output_url_without_query(image)
-            )
+            details["image_url"] = _recorded_image(images[0], strip_query=True)
         return details
 
     def _manifest(
