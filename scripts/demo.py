@@ -33,7 +33,6 @@ HOME = ROOT / ".airflow-demo"
 OUTPUT = ROOT / "demo-output"
 DAGS = ROOT / "example_dags"
 DAG_ID = "dreamina_image_to_video"
-MARKER_VARIABLE = "DREAMINA_DEMO"
 UI_LOGIN = ("admin", "admin")
 # A real Dreamina video is megabytes; the emulator's is 256 KiB. Anything this small is broken.
 MIN_VIDEO_BYTES = 64 * 1024
@@ -217,26 +216,6 @@ def unpause_examples(url: str, login: tuple[str, str], timeout: float = 90) -> l
     return found
 
 
-def stop_group(process: subprocess.Popen[bytes], marker: str) -> None:
-    """Stop standalone's process group, then any task process of ours that left it."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    needle = f"{MARKER_VARIABLE}={marker}".encode()
-    for entry in Path("/proc").glob("[0-9]*"):
-        with suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -244,6 +223,10 @@ def _interrupted(signum: int, frame: object) -> None:
 def run_ui() -> None:
     """`make demo-ui`: Airflow standalone with the example DAGs and the emulator, until Ctrl-C."""
     from airflow_provider_dreamina.emulator import run_emulator
+
+    # The end-to-end harness's process control: tag every process, stop groups, sweep the tagged.
+    sys.path.insert(0, str(ROOT))
+    from tests.e2e.harness import MARKER_VARIABLE, kill_marked_processes, stop_process_groups
 
     # Ctrl-C, and a plain `kill`, stop Airflow and the emulator cleanly (even when started from a
     # script whose shell ignores SIGINT in background jobs).
@@ -314,7 +297,9 @@ def run_ui() -> None:
         except KeyboardInterrupt:
             say("stopping Airflow and the emulator")
         finally:
-            stop_group(process, marker)
+            # Standalone's process group, then any task process of ours that left it.
+            stop_process_groups([process], grace=15)
+            kill_marked_processes(marker)
 
 
 def main() -> int:

@@ -213,23 +213,7 @@ class Airflow:
             )
 
     def _stop_components(self, components: Iterable[str]) -> None:
-        """SIGTERM each component's process group at once, then SIGKILL whatever outlives the grace."""
-        processes = [process for name in components if (process := self._processes.pop(name, None))]
-        for process in processes:
-            if process.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            # Children that outlive their leader still belong to the group.
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_process_groups([process for name in components if (process := self._processes.pop(name, None))])
 
     def restart(self, component: str, *, crash: bool = False) -> None:
         """Stop one component (its whole process group; SIGKILL with ``crash``) and start it again."""
@@ -532,6 +516,27 @@ def _poll(
         if time.monotonic() > deadline:
             raise AirflowHarnessError(message())
         time.sleep(interval)
+
+
+def stop_process_groups(
+    processes: Sequence[subprocess.Popen[Any]], grace: float = STOP_GRACE_SECONDS
+) -> None:
+    """SIGTERM each process's group at once, then SIGKILL whatever outlives the grace period."""
+    for process in processes:
+        if process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        # Children that outlive their leader still belong to the group.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def marked_processes(marker: str) -> list[int]:
