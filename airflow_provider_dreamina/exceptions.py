@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 class DreaminaError(Exception):
-    """Base class of every error raised by the Dreamina provider."""
+    """Base class of every error raised by the Dreamina provider.
+
+    ``retryable`` is a property of the class, never of one instance: where a failure can be either
+    transient or final, there are two classes.
+    """
 
     #: Whether running the same task again may succeed without the user changing anything.
     retryable: bool = False
@@ -119,11 +123,11 @@ class DreaminaRequestError(DreaminaError):
         self.result = result
 
 
-class DreaminaJobFailedError(DreaminaRequestError):
+class DreaminaRequestFailedError(DreaminaRequestError):
     """The generation ran and failed."""
 
 
-class DreaminaJobCancelledError(DreaminaRequestError):
+class DreaminaRequestCancelledError(DreaminaRequestError):
     """The request was cancelled before it produced anything."""
 
 
@@ -133,10 +137,30 @@ class DreaminaTimeoutError(DreaminaRequestError):
     retryable = True
 
 
-class DreaminaDownloadError(DreaminaError):
-    """An output could not be saved (refused host, size limit, broken transfer, unwritable target)."""
+class DreaminaWaitError(DreaminaRequestError):
+    """Waiting for a request stopped on an error that running the task again may not cure."""
 
-    def __init__(self, message: str, *, url: str | None = None, retryable: bool = False) -> None:
+
+class DreaminaTransientWaitError(DreaminaWaitError):
+    """Waiting for a request stopped after more transient errors in a row than its budget allows."""
+
+    retryable = True
+
+
+class DreaminaDownloadError(DreaminaError):
+    """An output could not be saved (refused host, size limit, unwritable target)."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
-        self.retryable = retryable
+
+
+class DreaminaDownloadInterruptedError(DreaminaDownloadError):
+    """A transfer kept breaking off; running the task again resumes or restarts it."""
+
+    retryable = True
+
+
+#: Old names: the provider calls every generation on RunComfy a *request*.
+DreaminaJobFailedError = DreaminaRequestFailedError
+DreaminaJobCancelledError = DreaminaRequestCancelledError

@@ -1,34 +1,29 @@
-"""Typed inputs and answers of the RunComfy Model API for Dreamina 3.0 Pro image-to-video.
+"""Typed inputs, answers and records of the RunComfy Model API for Dreamina 3.0 Pro image-to-video.
 
-Every rule of the Dreamina schema lives here and runs before any network call; every answer
-model keeps fields it does not know, because RunComfy adds fields without notice.
+Every rule of the Dreamina schema lives here (the image's own rules in ``images``) and runs
+before any network call; every answer model keeps fields it does not know, because RunComfy adds
+fields without notice.
 """
 
 from __future__ import annotations
 
 import enum
-import io
+import json
 import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from airflow_provider_dreamina.defaults import DEFAULT_MODEL_ID as DEFAULT_MODEL_ID
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ID = "bytedance/dreamina-3-0/pro/image-to-video"
 
 PROMPT_MAX_CHARS = 800
 FRAME_COUNTS = (121, 241)
 FRAMES_PER_SECOND = 24
-# The schema says "less than 4.7 MB"; RunComfy's web tooling counts decimal megabytes.
-IMAGE_MAX_BYTES = 4_700_000
-IMAGE_MIN_SIDE = 320  # exclusive: a side must be longer than this
-IMAGE_MAX_SIDE = 4096  # inclusive
-IMAGE_MAX_RATIO = 3.0  # exclusive: long side / short side must be below this
-IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
 
 class RequestState(str, enum.Enum):
@@ -47,14 +42,11 @@ class RequestState(str, enum.Enum):
 
     @classmethod
     def from_word(cls, word: str | None) -> RequestState:
-        """Map a status word from either endpoint; an unknown word is logged and not terminal."""
-        state = _STATE_WORDS.get((word or "").strip().lower())
-        if state is None:
-            if word not in _unknown_words_logged:
-                _unknown_words_logged.add(word)
-                log.warning("RunComfy reported an unknown status %r; treating it as not finished", word)
-            return cls.UNKNOWN
-        return state
+        """Map a status word from either endpoint; an unknown word is not terminal.
+
+        Whoever follows a request logs an unknown word (once per request: see ``polling``).
+        """
+        return _STATE_WORDS.get((word or "").strip().lower(), cls.UNKNOWN)
 
 
 _TERMINAL_STATES = frozenset({RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED})
@@ -77,7 +69,6 @@ _STATE_WORDS = {
     "cancelled": RequestState.CANCELLED,
     "canceled": RequestState.CANCELLED,
 }
-_unknown_words_logged: set[str | None] = set()
 
 
 def _invalid_input_from(error: ValidationError) -> DreaminaInvalidInputError:
@@ -98,7 +89,7 @@ class ImageToVideoInput(BaseModel):
     Constructing it checks every rule of the schema and raises
     :class:`~airflow_provider_dreamina.exceptions.DreaminaInvalidInputError` naming the field.
 
-    :param image_urls: exactly one image: an http(s) URL or ``data:`` URI, sent as is, or a local
+    :param image_urls: exactly one image: an https URL or ``data:`` URI, sent as is, or a local
         path, ``file://`` URI or object-storage URI, which the hook reads and sends inline.
     :param seed: -1 asks for a random seed.
     :param frames: 121 (about 5 s) or 241 (about 10 s) at 24 fps.
@@ -189,66 +180,6 @@ def _as_integer(field: str, value: Any) -> int:
         except ValueError:
             pass
     raise ValueError(f"{field} must be an integer; got {value!r}")
-
-
-class ImageInfo(BaseModel):
-    """What the preflight learnt about an input image."""
-
-    model_config = ConfigDict(frozen=True)
-
-    format: Literal["JPEG", "PNG"]
-    width: int
-    height: int
-    size_bytes: int
-
-    @property
-    def media_type(self) -> str:
-        return IMAGE_FORMATS[self.format]
-
-
-def check_image(head: bytes, size_bytes: int, *, source: str) -> ImageInfo:
-    """Check an image against the Dreamina schema from its first bytes and its total size.
-
-    ``head`` needs to hold only the image header (a few KiB); the pixels are never decoded.
-    Raises :class:`DreaminaInvalidInputError` naming the rule and the measured value.
-    """
-    # Pillow is imported here so that parsing a DAG file never pays for it.
-    from PIL import Image, UnidentifiedImageError
-
-    def invalid(rule: str) -> DreaminaInvalidInputError:
-        return DreaminaInvalidInputError(f"image_urls[0] ({source}): {rule}", field="image_urls")
-
-    if size_bytes >= IMAGE_MAX_BYTES:
-        raise invalid(
-            f"image is {_megabytes(size_bytes)}; the limit is {_megabytes(IMAGE_MAX_BYTES)}"
-            " (file size must be less than 4.7 MB)"
-        )
-    try:
-        with Image.open(io.BytesIO(head)) as image:
-            image_format, (width, height) = image.format, image.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise invalid("is not a JPEG or PNG image (checked by content, not by name)") from None
-    if image_format not in IMAGE_FORMATS:
-        raise invalid(f"is a {image_format} image; only JPEG and PNG are accepted")
-    short_side, long_side = sorted((width, height))
-    if long_side > IMAGE_MAX_SIDE:
-        raise invalid(
-            f"image is {width}x{height} pixels; the maximum resolution is {IMAGE_MAX_SIDE}x{IMAGE_MAX_SIDE}"
-        )
-    if short_side <= IMAGE_MIN_SIDE:
-        raise invalid(
-            f"image is {width}x{height} pixels; the shortest side must be more than {IMAGE_MIN_SIDE} pixels"
-        )
-    if long_side / short_side >= IMAGE_MAX_RATIO:
-        raise invalid(
-            f"image is {width}x{height} pixels, a ratio of {long_side / short_side:.2f}:1;"
-            " the ratio of long side to short side must be within 3:1"
-        )
-    return ImageInfo(format=image_format, width=width, height=height, size_bytes=size_bytes)
-
-
-def _megabytes(size_bytes: int) -> str:
-    return f"{size_bytes / 1_000_000:.1f} MB"
 
 
 class _Answer(BaseModel):
@@ -351,33 +282,9 @@ class RequestResult(_Answer):
             return (self.finished_at - self.created_at).total_seconds()
         return None
 
-    def summary(self) -> dict[str, Any]:
-        """A small JSON-safe dict for XCom and trigger events (never output bytes)."""
-        return {
-            "request_id": self.request_id,
-            "state": self.state.value,
-            "status": self.status,
-            "output_urls": self.output_urls,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "duration_seconds": self.duration_seconds,
-            "cost": self.cost,
-            "error": self.error_message,
-        }
-
-    @classmethod
-    def from_summary(cls, summary: dict[str, Any]) -> RequestResult:
-        """Rebuild a result from :meth:`summary`, as a trigger event carries it."""
-        urls = summary.get("output_urls") or []
-        return cls(
-            request_id=summary["request_id"],
-            status=summary.get("status") or summary.get("state") or "unknown",
-            output=RequestOutput(videos=urls) if urls else None,
-            created_at=summary.get("created_at"),
-            finished_at=summary.get("finished_at"),
-            error=summary.get("error"),
-            cost=summary.get("cost"),
-        )
+    def to_event(self) -> dict[str, Any]:
+        """The whole answer as JSON, for a trigger event; :meth:`model_validate` reads it back."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class CancelOutcome(_Answer):
@@ -390,3 +297,123 @@ class CancelOutcome(_Answer):
     @property
     def cancelled(self) -> bool:
         return (self.outcome or "").lower() in ("cancelled", "canceled")
+
+
+def recorded_image(image: str) -> str:
+    """How a record names an input image: never inline data, never a URL's query (its signature)."""
+    from airflow_provider_dreamina.redaction import url_without_query
+
+    if image[:5].lower() == "data:":
+        return "(inline data: URI)"
+    return url_without_query(image) if "://" in image else image
+
+
+class GenerationInput(BaseModel):
+    """What was submitted, as a record keeps it: no inline image data, no signed query strings."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    model_id: str = DEFAULT_MODEL_ID
+    prompt: str | None = None
+    image_url: str | None = None
+    seed: int | None = None
+    frames: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_from_image_urls(cls, data: Any) -> Any:
+        # The submit body names the image in a list; a record names one image.
+        if isinstance(data, dict) and "image_url" not in data and isinstance(data.get("image_urls"), list):
+            images = data["image_urls"]
+            data = {**data, "image_url": images[0] if images and isinstance(images[0], str) else None}
+        return data
+
+    @field_validator("image_url")
+    @classmethod
+    def _recorded(cls, value: str | None) -> str | None:
+        return None if value is None else recorded_image(value)
+
+    @classmethod
+    def of(cls, request: ImageToVideoInput, model_id: str) -> GenerationInput:
+        return cls(
+            model_id=model_id,
+            prompt=request.prompt,
+            image_url=request.image_source,
+            seed=request.seed,
+            frames=request.frames,
+        )
+
+
+class GenerationRecord(BaseModel):
+    """One generation: what was asked for and what RunComfy answered, as XCom carries it.
+
+    The submit operator and the sensor return it (as JSON); the download operator reads it back
+    with :meth:`coerce`. ``cost`` repeats ``cost_usd`` for one release (its old name).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    request_id: str
+    state: RequestState
+    status: str
+    output_urls: list[str] = Field(default_factory=list)
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: Seconds from creation to finish, as RunComfy reported them (not the video's length).
+    duration_seconds: float | None = None
+    cost_usd: float | None = None
+    error: str | None = None
+    input: GenerationInput | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_cost_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cost_usd" not in data and "cost" in data:
+            data = {**data, "cost_usd": data["cost"]}
+        return data
+
+    @classmethod
+    def of(cls, result: RequestResult, generation: GenerationInput | None = None) -> GenerationRecord:
+        return cls(
+            request_id=result.request_id,
+            state=result.state,
+            status=result.status,
+            output_urls=result.output_urls,
+            created_at=result.created_at,
+            finished_at=result.finished_at,
+            duration_seconds=result.duration_seconds,
+            cost_usd=result.cost,
+            error=result.error_message,
+            input=generation,
+        )
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The record as a JSON-safe dict (never output bytes, never inline image data)."""
+        return {**self.model_dump(mode="json"), "cost": self.cost_usd}
+
+    @classmethod
+    def coerce(cls, value: Any) -> GenerationRecord | GenerationInput | None:
+        """A record, or only its input, from what a task received: a model, a dict or JSON text.
+
+        A record has a ``request_id``; a plain dict of input fields (``prompt``, ``seed``,
+        ``frames``, ``image_urls`` or ``image_url``, ``model_id``) is an input. Anything else is
+        None: the caller says what it could not read.
+        """
+        if isinstance(value, (GenerationRecord, GenerationInput)):
+            return value
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return None
+        if not isinstance(value, dict):
+            return None
+        try:
+            if isinstance(value.get("input"), dict):
+                try:
+                    return cls.model_validate(value)
+                except ValidationError:
+                    return GenerationInput.model_validate(value["input"])
+            return GenerationInput.model_validate(value)
+        except ValidationError:
+            return None

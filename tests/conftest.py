@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_dreamina.emulator import EmulatorHandle, run_emulator
+from tests.helpers import Api
 
 # Short job durations keep the suite fast; tests that need other timings configure them.
 EMULATOR_OPTIONS = {"queue_seconds": 0.3, "run_seconds": 0.5}
@@ -46,3 +47,9 @@ def memory_storage() -> Iterator[None]:
     filesystem.store.clear()
     filesystem.pseudo_dirs.clear()
     filesystem.pseudo_dirs.append("")
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Api:
+    """Calls a hook method by its sync name, once directly and once through its async twin."""
+    return Api(request.param)

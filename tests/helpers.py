@@ -93,3 +93,88 @@ class CountingTransport(httpx.BaseTransport):
         response = self.inner.handle_request(request)
         response.stream = _CountingStream(response.stream, self.bytes_read)
         return response
+
+
+def fast_hook(**kwargs: Any) -> Any:
+    """A DreaminaHook whose retries wait milliseconds, not seconds."""
+    from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+
+    kwargs.setdefault("retry_backoff", 0.01)
+    kwargs.setdefault("max_retry_wait", 0.2)
+    return DreaminaHook(**kwargs)
+
+
+def sample_input(emulator: Any, **overrides: Any) -> Any:
+    from airflow_provider_dreamina.models import ImageToVideoInput
+
+    fields: dict[str, Any] = {"prompt": "a lighthouse at dawn", "image_urls": [emulator.sample_image_url]}
+    fields.update(overrides)
+    return ImageToVideoInput(**fields)
+
+
+def wait_until_state(hook: Any, request_id: str, state: Any, limit: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + limit
+    while hook.get_status(request_id).state is not state:
+        assert time.monotonic() < deadline, f"request never reached {state}"
+        time.sleep(0.05)
+
+
+class FakeTI:
+    """The task instance a task sees: it keeps the XComs pushed to it."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def get_first_reschedule_date(self, context: Any) -> None:
+        return None
+
+
+class FakeStateStore:
+    """Behaves like Airflow 3.3's task_state_store: survives tries of one task instance."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.values[key] = value
+
+
+def make_context(store: FakeStateStore | None = None) -> dict[str, Any]:
+    context: dict[str, Any] = {"ti": FakeTI()}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+def request_events(request_id: str = "r") -> dict[str, dict[str, Any]]:
+    """One trigger event of each kind, as the trigger builds them, for request ``request_id``."""
+    from airflow_provider_dreamina.exceptions import (
+        DreaminaNotFoundError,
+        DreaminaRequestCancelledError,
+        DreaminaRequestFailedError,
+        DreaminaTimeoutError,
+    )
+    from airflow_provider_dreamina.models import RequestOutput, RequestResult
+    from airflow_provider_dreamina.outcome import RequestEvent
+
+    result = RequestResult(
+        request_id=request_id, status="succeeded", output=RequestOutput(video="https://a.runcomfy.net/v.mp4")
+    )
+    errors = {
+        "failed": DreaminaRequestFailedError("was failed", request_id=request_id),
+        "cancelled": DreaminaRequestCancelledError("was cancelled", request_id=request_id),
+        "error": DreaminaNotFoundError("was error", status_code=404, request_id=request_id),
+        "timeout": DreaminaTimeoutError("was timeout", request_id=request_id),
+    }
+    events = {
+        kind: RequestEvent.failed(request_id, error).model_dump(mode="json") for kind, error in errors.items()
+    }
+    return {"success": RequestEvent.succeeded(result).model_dump(mode="json"), **events}

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
+from airflow_provider_dreamina.images import check_image
 from airflow_provider_dreamina.models import (
     CancelOutcome,
+    GenerationInput,
+    GenerationRecord,
     ImageToVideoInput,
     RequestOutput,
     RequestResult,
     RequestState,
     RequestStatus,
-    check_image,
 )
 from tests.helpers import image_bytes
 
@@ -89,12 +92,6 @@ def test_status_words_map_to_one_state(word: str | None, state: RequestState, te
     assert state.is_terminal is terminal
 
 
-def test_unknown_status_word_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    RequestState.from_word("brand_new_word")
-    RequestState.from_word("brand_new_word")
-    assert caplog.text.count("brand_new_word") == 1
-
-
 def test_output_urls_in_order_without_repeats() -> None:
     output = RequestOutput(video="v0", videos=["v1", "v0", "v2"], image="i0", images=["i1"])
     assert output.urls == ["v0", "v1", "v2", "i0", "i1"]
@@ -137,23 +134,66 @@ def test_lenient_timestamps_and_cost() -> None:
     assert result.cost == 0.35
 
 
-def test_summary_round_trips_through_json() -> None:
-    result = RequestResult.model_validate(
+def _finished_result() -> RequestResult:
+    return RequestResult.model_validate(
         {
             "request_id": "r",
             "status": "succeeded",
-            "output": {"videos": ["a", "b"]},
+            "output": {"video": "https://x.runcomfy.net/v.mp4", "images": ["https://x.runcomfy.net/p.png"]},
             "created_at": "2026-01-01T00:00:00+00:00",
             "finished_at": "2026-01-01T00:00:30+00:00",
             "cost": 0.5,
+            "model_id": "bytedance/dreamina-3-0/pro/image-to-video",
         }
     )
-    summary = result.summary()
-    assert summary["duration_seconds"] == 30
-    again = RequestResult.from_summary(summary)
-    assert again.output_urls == ["a", "b"]
-    assert again.state is RequestState.SUCCEEDED
-    assert again.summary() == summary
+
+
+def test_result_round_trips_through_an_event_without_loss() -> None:
+    result = _finished_result()
+    again = RequestResult.model_validate(json.loads(json.dumps(result.to_event())))
+    assert again == result
+    assert again.output is not None and again.output.images == ["https://x.runcomfy.net/p.png"]
+    assert again.model_extra == {"model_id": "bytedance/dreamina-3-0/pro/image-to-video"}
+
+
+def test_generation_record_from_result_and_input() -> None:
+    request = ImageToVideoInput(prompt="p", image_urls=["https://img.test/a.png?X-Signature=secret"], seed=3)
+    record = GenerationRecord.of(_finished_result(), GenerationInput.of(request, "m/x"))
+    data = json.loads(json.dumps(record.to_xcom()))
+    assert data["duration_seconds"] == 30
+    assert data["cost_usd"] == data["cost"] == 0.5
+    assert data["input"] == {
+        "model_id": "m/x",
+        "prompt": "p",
+        "image_url": "https://img.test/a.png",
+        "seed": 3,
+        "frames": 121,
+    }
+    assert GenerationRecord.coerce(data) == record
+    assert GenerationRecord.coerce(json.dumps(data)) == record
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"prompt": "p", "seed": 1, "frames": 241, "image_urls": ["s3://b/k.png"]}, "s3://b/k.png"),
+        (
+            {"request_id": "r", "input": {"prompt": "p", "image_url": "DATA:image/png;base64,AA"}},
+            "(inline data: URI)",
+        ),
+        ('{"prompt": "p", "image_url": "https://h/x.png#frag"}', "https://h/x.png"),
+    ],
+)
+def test_plain_input_dicts_and_json_text_still_work(value: Any, expected: str) -> None:
+    record = GenerationRecord.coerce(value)
+    assert isinstance(record, GenerationInput)
+    assert record.prompt == "p"
+    assert record.image_url == expected
+
+
+@pytest.mark.parametrize("value", ["{'prompt': 'p'}", "[1, 2]", 42, "not json"])
+def test_unreadable_records_are_none_and_never_evaluated(value: Any) -> None:
+    assert GenerationRecord.coerce(value) is None
 
 
 def test_cancel_outcome() -> None:

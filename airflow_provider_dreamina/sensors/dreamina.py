@@ -10,46 +10,52 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_dreamina._compat import AirflowFailException, AirflowSensorTimeout, default_deferrable
-from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaRequestError
-from airflow_provider_dreamina.hooks.dreamina import DreaminaHook, log_state_change
-from airflow_provider_dreamina.models import RequestResult, RequestState
-from airflow_provider_dreamina.operators.dreamina import fail_or_raise
-from airflow_provider_dreamina.triggers.dreamina import (
-    EVENT_CANCELLED,
-    EVENT_FAILED,
-    EVENT_SUCCESS,
-    EVENT_TIMEOUT,
-    DreaminaRequestTrigger,
-)
+from airflow_provider_dreamina._compat import AirflowSensorTimeout, default_deferrable
+from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, XCOM_OUTPUT_URL, XCOM_REQUEST_ID
+from airflow_provider_dreamina.links import DreaminaOutputLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+    from airflow_provider_dreamina.models import RequestResult
+    from airflow_provider_dreamina.polling import Waiting
+
+#: Key under which a rescheduled sensor keeps its count of failed polls (Airflow 3.3+).
+_WAIT_STATE_KEY = "dreamina_sensor_errors"
+# How much longer than the trigger's own deadline Airflow waits before it times the deferral out.
+_DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
+
 
 class DreaminaRequestSensor(BaseSensorOperator):
-    """Wait until a Dreamina request finishes; its XCom is the result as a small JSON dict.
+    """Wait until a Dreamina request finishes; its XCom is the generation record as JSON.
 
-    A failed or cancelled request fails the task (or skips it with ``soft_fail``). In deferrable
-    mode the sensor pokes once, then waits in the triggerer without holding a worker slot.
+    A failed or cancelled request fails the task (or skips it with ``soft_fail``). It follows the
+    same waiting policy as every other path (``airflow_provider_dreamina.polling``): transient
+    errors are retried inside each poll and tolerated for ``max_consecutive_errors`` polls in a
+    row. In deferrable mode the sensor pokes once, then waits in the triggerer without holding a
+    worker slot.
 
     :param request_id: typically ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param cancel_on_kill: in deferrable mode, cancel a still-queued request when the task is
-        killed (Airflow 3.3+) or times out. Off by default: the sensor only watches a request
-        that another task submitted.
+    :param cancel_on_kill: cancel a still-queued request when the task is killed (Airflow 3.3+,
+        deferrable) or times out. Off by default: the sensor only watches a request that another
+        task submitted.
+    :param max_consecutive_errors: transient failed polls in a row to tolerate before failing.
     """
 
     template_fields: Sequence[str] = ("request_id", "dreamina_conn_id")
+    operator_extra_links = (DreaminaOutputLink(),)
 
     def __init__(
         self,
         *,
         request_id: str,
-        dreamina_conn_id: str = DreaminaHook.default_conn_name,
+        dreamina_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         cancel_on_kill: bool = False,
         poke_interval: float = 10.0,
+        max_consecutive_errors: int = 5,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -57,65 +63,119 @@ class DreaminaRequestSensor(BaseSensorOperator):
         self.dreamina_conn_id = dreamina_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.cancel_on_kill = cancel_on_kill
-        self._last_seen: tuple[RequestState, int | None] | None = None
+        self.max_consecutive_errors = max_consecutive_errors
+        self._waiting: Waiting | None = None
 
     @cached_property
     def hook(self) -> DreaminaHook:
+        from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+
         return DreaminaHook(dreamina_conn_id=self.dreamina_conn_id)
 
+    def _policy_waiting(self, context: Context) -> Waiting:
+        from airflow_provider_dreamina.polling import Waiting, WaitPolicy
+
+        if self._waiting is None:
+            from airflow_provider_dreamina.exceptions import DreaminaError
+            from airflow_provider_dreamina.outcome import fail_or_raise
+            from airflow_provider_dreamina.runcomfy.calls import check_request_id
+
+            try:
+                request_id = check_request_id(self.request_id)
+            except DreaminaError as error:
+                fail_or_raise(error)
+            policy = WaitPolicy(
+                poll_interval=self.poke_interval,
+                error_budget=self.max_consecutive_errors,
+                cancel_at_deadline=self.cancel_on_kill,
+            )
+            self._waiting = Waiting(request_id, policy)
+            context["ti"].xcom_push(key=XCOM_REQUEST_ID, value=request_id)
+            store = context.get("task_state_store") if self.reschedule else None
+            if store is not None:
+                saved = store.get(_WAIT_STATE_KEY, 0)
+                self._waiting.errors_in_a_row = saved if isinstance(saved, int) else 0
+        return self._waiting
+
     def poke(self, context: Context) -> PokeReturnValue:
+        from airflow_provider_dreamina.exceptions import DreaminaError
+        from airflow_provider_dreamina.outcome import fail_or_raise
+        from airflow_provider_dreamina.polling import poll_once
+
+        waiting = self._policy_waiting(context)
         try:
-            status = self.hook.get_status(self.request_id)
-            if (status.state, status.queue_position) != self._last_seen:
-                self._last_seen = (status.state, status.queue_position)
-                log_state_change(self.request_id, status)
-            if not status.state.is_terminal:
-                return PokeReturnValue(is_done=False)
-            result = self.hook.get_result(self.request_id, include_cost=True)
+            result = poll_once(self.hook, waiting)
         except DreaminaError as error:
             fail_or_raise(error)
-        if not result.state.is_terminal:
+        finally:
+            store = context.get("task_state_store") if self.reschedule else None
+            if store is not None:
+                store.set(_WAIT_STATE_KEY, waiting.errors_in_a_row)
+        if result is None:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._finished(result))
+        return PokeReturnValue(is_done=True, xcom_value=self._succeeded(result, context))
 
-    def _finished(self, result: RequestResult) -> dict[str, Any]:
-        if result.state is RequestState.SUCCEEDED:
-            self.log.info("Request %s succeeded: %d output(s)", result.request_id, len(result.output_urls))
-            return result.summary()
-        reason = f": {result.error_message}" if result.error_message else ""
-        raise AirflowFailException(f"request {result.request_id} {result.state.value}{reason}")
+    def _succeeded(self, result: RequestResult, context: Context) -> dict[str, Any]:
+        from airflow_provider_dreamina.models import GenerationRecord
+
+        if result.output_urls:
+            context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
+        return GenerationRecord.of(result).to_xcom()
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
-            return super().execute(context)
+            return self._execute_polling(context)
         # One poke first: a request that has already finished needs no triggerer round trip.
         poked = self.poke(context)
         if poked.is_done:
             return poked.xcom_value
+        from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+
         self.defer(
             trigger=DreaminaRequestTrigger(
-                request_id=self.request_id,
+                request_id=self._policy_waiting(context).request_id,
                 dreamina_conn_id=self.dreamina_conn_id,
                 poll_interval=self.poke_interval,
                 deadline=time.time() + self.timeout,
                 cancel_on_kill=self.cancel_on_kill,
                 # The sensor only watches: the request belongs to whoever submitted it.
                 cancel_on_timeout=self.cancel_on_kill,
+                max_consecutive_errors=self.max_consecutive_errors,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + timedelta(minutes=2),
+            timeout=timedelta(seconds=self.timeout) + _DEFER_TIMEOUT_MARGIN,
         )
 
+    def _execute_polling(self, context: Context) -> Any:
+        """Airflow's poke loop; at its timeout, a queued request is cancelled as on every path."""
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as timeout:
+            waiting = self._waiting
+            if waiting is None:
+                raise
+            cancelled = self._cancel() if waiting.cancel_now else None
+            raise timeout from waiting.timed_out(cancelled)
+
+    def _cancel(self) -> bool:
+        from airflow_provider_dreamina.exceptions import DreaminaError
+
+        assert self._waiting is not None
+        try:
+            return self.hook.cancel(self._waiting.request_id)
+        except DreaminaError as error:
+            self.log.warning("Could not cancel request %s: %s", self._waiting.request_id, error)
+            return False
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Finish after the trigger fired; the event carries everything needed."""
-        summary = event.get("result")
-        if event.get("status") == EVENT_SUCCESS and summary:
-            return self._finished(RequestResult.from_summary(summary))
-        message = str(event.get("message") or f"request {self.request_id} ended with {event.get('status')!r}")
-        if event.get("status") == EVENT_TIMEOUT:
-            raise AirflowSensorTimeout(message)
-        if event.get("status") in (EVENT_FAILED, EVENT_CANCELLED):
-            raise AirflowFailException(message)
-        error = DreaminaRequestError(message, request_id=str(event.get("request_id")))
-        error.retryable = bool(event.get("retryable"))
-        fail_or_raise(error)
+        """Finish after the trigger fired: the same outcome as a poke that saw the end."""
+        from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTimeoutError
+        from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
+
+        try:
+            result = RequestEvent.model_validate(event).finished_result()
+        except DreaminaTimeoutError as error:
+            raise AirflowSensorTimeout(str(error)) from error
+        except DreaminaError as error:
+            fail_or_raise(error)
+        return self._succeeded(result, context)

@@ -655,7 +655,7 @@ def test_request_failed(emulator: EmulatorHandle, tmp_path: Path) -> None:
         emulator, outcome="failed", error={"type": "policy", "message": "unsafe content"}
     )
 
-    with pytest.raises(AirflowFailException, match="failed \\(policy: unsafe content\\)"):
+    with pytest.raises(AirflowFailException, match="failed: policy: unsafe content"):
         run(make_operator(request_id=request_id, destination=str(tmp_path / "videos")))
 
     assert not (tmp_path / "videos").exists()
@@ -694,8 +694,8 @@ def test_unwritable_destination_is_named(emulator: EmulatorHandle, tmp_path: Pat
 def test_manifest_contents(emulator: EmulatorHandle, tmp_path: Path) -> None:
     request_id = submit_finished(emulator, cost=0.42)
     image = f"{emulator.sample_image_url}?token=signed-input"
-    # What `{{ ti.xcom_pull(...) }}` renders a dict to: its Python repr.
-    generation_input = repr({"prompt": PROMPT, "image_urls": [image], "seed": SEED, "frames": 121})
+    # What `{{ ti.xcom_pull(...) | tojson }}` renders a dict to.
+    generation_input = json.dumps({"prompt": PROMPT, "image_urls": [image], "seed": SEED, "frames": 121})
 
     run(make_operator(request_id=request_id, destination=str(tmp_path), generation_input=generation_input))
 
@@ -711,7 +711,7 @@ def test_manifest_contents(emulator: EmulatorHandle, tmp_path: Path) -> None:
     assert manifest["stored_uri"] == video.as_uri() and manifest["file_name"] == video.name
     assert (manifest["bytes"], manifest["sha256"]) == (len(stored), sha256(stored))
     assert manifest["content_type"] == "video/mp4"
-    assert manifest["cost"] == 0.42
+    assert manifest["cost_usd"] == manifest["cost"] == 0.42
     created, finished = (datetime.fromisoformat(manifest[key]) for key in ("created_at", "finished_at"))
     assert finished >= created and manifest["duration_seconds"] is not None
     assert datetime.fromisoformat(manifest["downloaded_at"]) >= finished

@@ -11,8 +11,7 @@ from airflow.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import (
-    DreaminaRequestError,
-    DreaminaServerError,
+    DreaminaError,
     DreaminaTimeoutError,
 )
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
@@ -24,35 +23,7 @@ from airflow_provider_dreamina.operators.dreamina import (
     DreaminaImageToVideoOperator,
 )
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
-from tests.helpers import data_uri
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-class FakeStateStore:
-    """Behaves like Airflow 3.3's task_state_store: survives tries of one task instance."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.values[key] = value
-
-
-def make_context(store: FakeStateStore | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"ti": FakeTI()}
-    if store is not None:
-        context["task_state_store"] = store
-    return context
+from tests.helpers import FakeStateStore, data_uri, make_context, request_events
 
 
 def make_operator(emulator: EmulatorHandle, **kwargs: Any) -> DreaminaImageToVideoOperator:
@@ -144,45 +115,26 @@ def test_deferrable_defers_to_the_trigger(emulator: EmulatorHandle) -> None:
     assert "token" not in str(kwargs).lower()
 
 
-def _event(kind: str, **extra: Any) -> dict[str, Any]:
-    result = {
-        "request_id": "req-1",
-        "state": "succeeded" if kind == "success" else kind,
-        "status": "succeeded" if kind == "success" else kind,
-        "output_urls": ["https://x.runcomfy.net/o.mp4"] if kind == "success" else [],
-        "created_at": None,
-        "finished_at": None,
-        "duration_seconds": None,
-        "cost": None,
-        "error": None,
-    }
-    return {"status": kind, "request_id": "req-1", "message": f"it was {kind}", "result": result, **extra}
-
-
 def test_execute_complete_success(emulator: EmulatorHandle) -> None:
     context = make_context()
-    summary = make_operator(emulator).execute_complete(context, _event("success"))
-    assert summary["output_urls"] == ["https://x.runcomfy.net/o.mp4"]
-    assert context["ti"].xcom[XCOM_OUTPUT_URL] == "https://x.runcomfy.net/o.mp4"
+    record = make_operator(emulator).execute_complete(context, request_events("req-1")["success"])
+    assert record["output_urls"] == ["https://a.runcomfy.net/v.mp4"]
+    assert record["input"]["prompt"] == "a paper boat on a rainy street"
+    assert context["ti"].xcom[XCOM_OUTPUT_URL] == "https://a.runcomfy.net/v.mp4"
 
 
-@pytest.mark.parametrize("kind", ["failed", "cancelled"])
-def test_execute_complete_failed_or_cancelled_is_permanent(emulator: EmulatorHandle, kind: str) -> None:
-    with pytest.raises(AirflowFailException, match=f"it was {kind}"):
-        make_operator(emulator).execute_complete(make_context(), _event(kind))
+@pytest.mark.parametrize("kind", ["failed", "cancelled", "error"])
+def test_execute_complete_failures_are_permanent_and_keep_their_cause(
+    emulator: EmulatorHandle, kind: str
+) -> None:
+    with pytest.raises(AirflowFailException, match=f"was {kind}") as caught:
+        make_operator(emulator).execute_complete(make_context(), request_events("req-1")[kind])
+    assert isinstance(caught.value.__cause__, DreaminaError)
 
 
 def test_execute_complete_timeout_may_retry(emulator: EmulatorHandle) -> None:
-    with pytest.raises(DreaminaTimeoutError, match="it was timeout"):
-        make_operator(emulator).execute_complete(make_context(), _event("timeout", result=None))
-
-
-def test_execute_complete_error_follows_its_retryable_flag(emulator: EmulatorHandle) -> None:
-    operator = make_operator(emulator)
-    with pytest.raises(DreaminaRequestError, match="it was error"):
-        operator.execute_complete(make_context(), _event("error", result=None, retryable=True))
-    with pytest.raises(AirflowFailException, match="it was error"):
-        operator.execute_complete(make_context(), _event("error", result=None, retryable=False))
+    with pytest.raises(DreaminaTimeoutError, match="was timeout"):
+        make_operator(emulator).execute_complete(make_context(), request_events("req-1")["timeout"])
 
 
 # -- never pay twice ------------------------------------------------------------------------
@@ -193,8 +145,9 @@ def test_three_tries_with_failing_waits_submit_exactly_once(no_retries: Emulator
     store = FakeStateStore()
     emulator.inject_fault("status", "500", count=1000)
     for _ in range(2):
-        with pytest.raises(DreaminaServerError):
+        with pytest.raises(DreaminaError) as caught:
             make_operator(emulator, wait_for_completion=True, deferrable=False).execute(make_context(store))
+        assert caught.value.retryable, "a flaky status endpoint is worth an Airflow retry"
     emulator.clear_faults()
     result = make_operator(emulator, wait_for_completion=True, deferrable=False).execute(make_context(store))
     assert result["state"] == "succeeded"

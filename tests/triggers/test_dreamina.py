@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_dreamina.emulator import EmulatorHandle
+from airflow_provider_dreamina.exceptions import DreaminaNotFoundError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 from airflow_provider_dreamina.models import ImageToVideoInput
+from airflow_provider_dreamina.outcome import RequestEvent
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
 
 
@@ -60,7 +62,7 @@ def test_success_yields_exactly_one_small_event(
     (event,) = events
     assert event["status"] == "success"
     assert event["request_id"] == request_id
-    assert event["result"]["output_urls"]
+    assert RequestEvent.model_validate(event).finished_result().output_urls
     assert len(json.dumps(event)) < 2000
     assert "queued at position" in caplog.text
     assert ": running" in caplog.text
@@ -96,14 +98,16 @@ def test_too_many_faults_in_a_row_yield_a_retryable_error(no_retries: EmulatorHa
     no_retries.inject_fault("status", "reset", count=100)
     (event,) = run_trigger(DreaminaRequestTrigger(request_id, poll_interval=0.05, max_consecutive_errors=2))
     assert event["status"] == "error"
-    assert event["retryable"] is True
+    assert RequestEvent.model_validate(event).to_error().retryable is True
     assert no_retries.counters()["calls_per_request"][request_id]["status"] == 3
 
 
 def test_permanent_error_stops_at_once(emulator: EmulatorHandle) -> None:
     (event,) = run_trigger(DreaminaRequestTrigger("no-such-request", poll_interval=0.05))
     assert event["status"] == "error"
-    assert event["retryable"] is False
+    error = RequestEvent.model_validate(event).to_error()
+    assert isinstance(error, DreaminaNotFoundError)
+    assert error.retryable is False
     assert "unknown" in event["message"]
 
 
@@ -121,7 +125,7 @@ def test_deadline_cancels_a_queued_request(emulator: EmulatorHandle) -> None:
     request_id = submit(emulator)
     (event,) = run_trigger(DreaminaRequestTrigger(request_id, poll_interval=0.1, deadline=time.time() + 0.5))
     assert event["status"] == "timeout"
-    assert event["retryable"] is True
+    assert RequestEvent.model_validate(event).to_error().retryable is True
     assert "cancelled" in event["message"]
     assert emulator.counters()["cancellations"] == 1
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from airflow.sdk import BaseHook
 
-from airflow_provider_dreamina.hooks import dreamina as hook_module
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook, DreaminaSettings
+from airflow_provider_dreamina.runcomfy import settings as settings_module
 
 TOKEN = "token-for-the-settings-test"
 
@@ -78,7 +78,7 @@ def test_an_edited_connection_is_read_again_once_the_reading_is_stale(
         first = (await DreaminaHook().aget_settings()).token
         monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", connection("rotated-token"))
         within = (await DreaminaHook().aget_settings()).token
-        monkeypatch.setattr(hook_module, "SETTINGS_TTL_SECONDS", 0.0)
+        monkeypatch.setattr(settings_module, "SETTINGS_TTL_SECONDS", 0.0)
         await asyncio.sleep(0.01)
         after = (await DreaminaHook().aget_settings()).token
         return first, within, after

@@ -1,0 +1,232 @@
+"""The one waiting policy: how every path follows a request until it ends.
+
+``DreaminaHook.wait``, the trigger, the sensor (poke, reschedule and deferrable) and the submit
+operator's non-deferred wait all decide here, once, so they cannot drift: which state changes are
+logged, how long to sleep (slower while far back in the queue, at least ``Retry-After``), how many
+transient errors in a row are tolerated, when the deadline has passed, and what is cancelled then
+(only a request that is still queued: a running one is paid for already). The loops at the end
+are twins that differ only in I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from airflow_provider_dreamina.exceptions import (
+    DreaminaError,
+    DreaminaRateLimitError,
+    DreaminaTimeoutError,
+    DreaminaTransientWaitError,
+)
+from airflow_provider_dreamina.models import RequestResult, RequestState, RequestStatus
+from airflow_provider_dreamina.outcome import raise_for_result
+
+if TYPE_CHECKING:
+    from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+
+log = logging.getLogger(__name__)
+
+#: Transient errors in a row (each after the hook's own retries) that a wait tolerates.
+DEFAULT_ERROR_BUDGET = 5
+# The slowest a queued request is polled, as a multiple of the poll interval.
+_MAX_QUEUE_SLOWDOWN = 6.0
+# An unknown status word is logged this long at most: the word comes from the network.
+_WORD_LOG_LIMIT = 80
+_CANCELLABLE_STATES = frozenset({RequestState.QUEUED, RequestState.UNKNOWN})
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    """How one wait behaves; plain values, so a trigger can carry it.
+
+    :param poll_interval: seconds between status polls; slower while queued far back.
+    :param deadline: wall-clock epoch seconds after which the wait gives up; None waits for ever.
+    :param error_budget: transient errors in a row tolerated before the wait gives up.
+    :param cancel_at_deadline: cancel the request at the deadline if it is still queued.
+    """
+
+    poll_interval: float = 10.0
+    deadline: float | None = None
+    error_budget: int = DEFAULT_ERROR_BUDGET
+    cancel_at_deadline: bool = True
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll_interval is {self.poll_interval}; it must be more than 0 seconds")
+        if self.error_budget < 0:
+            raise ValueError(f"error_budget is {self.error_budget}; it must be 0 or more")
+
+
+@dataclass
+class Waiting:
+    """What one wait has seen so far; every decision of the policy, and no I/O."""
+
+    request_id: str
+    policy: WaitPolicy
+    errors_in_a_row: int = 0
+    last_state: RequestState = RequestState.UNKNOWN
+    _seen: tuple[RequestState, int | None] | None = None
+    _unknown_words: set[str] = field(default_factory=set)
+
+    def saw(self, status: RequestStatus) -> bool:
+        """Take a status answer; True when the request has ended (fetch its result next)."""
+        self.errors_in_a_row = 0
+        self.last_state = status.state
+        if (status.state, status.queue_position) != self._seen:
+            self._seen = (status.state, status.queue_position)
+            self._log_change(status)
+        return status.state.is_terminal
+
+    def next_delay(self, status: RequestStatus | None = None, retry_after: float | None = None) -> float:
+        """Seconds to sleep before the next poll, never past the deadline."""
+        delay = self.policy.poll_interval
+        if status is not None and status.state is RequestState.QUEUED and (status.queue_position or 0) > 1:
+            position = status.queue_position or 1
+            delay *= min(1 + (position - 1) / 2, _MAX_QUEUE_SLOWDOWN)
+        if retry_after:
+            delay = max(delay, retry_after)
+        remaining = self.remaining()
+        return delay if remaining is None else max(0.0, min(delay, remaining))
+
+    def failed_poll(self, error: DreaminaError) -> float:
+        """Take a failed poll: seconds before the next, or raise when the wait must stop."""
+        if not error.retryable:
+            raise error
+        self.errors_in_a_row += 1
+        budget = self.policy.error_budget
+        if self.errors_in_a_row > budget:
+            raise DreaminaTransientWaitError(
+                f"stopped waiting for request {self.request_id} after {self.errors_in_a_row} failed polls "
+                f"in a row (at most {budget} are tolerated): {error}",
+                request_id=self.request_id,
+            ) from error
+        retry_after = error.retry_after if isinstance(error, DreaminaRateLimitError) else None
+        delay = self.next_delay(retry_after=retry_after)
+        log.warning(
+            "Polling request %s failed (%s); trying again in %.0f s (%d of %d tolerated)",
+            self.request_id,
+            error,
+            delay,
+            self.errors_in_a_row,
+            budget,
+        )
+        return delay
+
+    def remaining(self) -> float | None:
+        return None if self.policy.deadline is None else self.policy.deadline - time.time()
+
+    @property
+    def past_deadline(self) -> bool:
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0
+
+    @property
+    def cancel_now(self) -> bool:
+        """At the deadline: whether to cancel (only a request that has not started running)."""
+        return self.policy.cancel_at_deadline and self.last_state in _CANCELLABLE_STATES
+
+    def timed_out(self, cancelled: bool | None) -> DreaminaTimeoutError:
+        """The error that ends a wait at its deadline; ``cancelled`` is None when no cancel was tried."""
+        message = f"request {self.request_id} was still {self.last_state.value} when the deadline passed"
+        if cancelled is not None:
+            message += "; it was cancelled" if cancelled else "; it could not be cancelled"
+        log.warning("%s", message)
+        return DreaminaTimeoutError(message, request_id=self.request_id)
+
+    def finished(self, result: RequestResult) -> RequestResult:
+        """The end of the wait: log it once with its outcome, then return or raise it."""
+        cost = f", cost {result.cost:.4f} USD" if result.cost is not None else ", cost not reported"
+        if result.state is RequestState.SUCCEEDED:
+            log.info("Request %s succeeded: %d output(s)%s", self.request_id, len(result.output_urls), cost)
+        else:
+            log.info("Request %s ended %s%s", self.request_id, result.state.value, cost)
+        return raise_for_result(result)
+
+    def _log_change(self, status: RequestStatus) -> None:
+        if status.state.is_terminal:
+            return  # the end is logged once, with its outcome, by finished()
+        if status.state is RequestState.UNKNOWN:
+            word = str(status.status)[:_WORD_LOG_LIMIT]
+            if word not in self._unknown_words and len(self._unknown_words) < 10:
+                self._unknown_words.add(word)
+                log.warning(
+                    "Request %s: RunComfy reported an unknown status %r; treating it as not finished",
+                    self.request_id,
+                    word,
+                )
+        elif status.state is RequestState.QUEUED and status.queue_position is not None:
+            log.info("Request %s is queued at position %d", self.request_id, status.queue_position)
+        else:
+            log.info(
+                "Request %s: %s (RunComfy status %r)", self.request_id, status.state.value, status.status
+            )
+
+
+def poll_once(hook: DreaminaHook, waiting: Waiting) -> RequestResult | None:
+    """One poll (a sensor's poke): the succeeded result, or None while the request runs.
+
+    Raises the request's typed error when it ended otherwise, or when the policy stops the wait.
+    """
+    try:
+        status = hook.get_status(waiting.request_id)
+        result = hook.get_result(waiting.request_id, include_cost=True) if waiting.saw(status) else None
+    except DreaminaError as error:
+        waiting.failed_poll(error)
+        return None
+    return waiting.finished(result) if result is not None and result.state.is_terminal else None
+
+
+def wait(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResult:
+    """Follow a request until it succeeds; raise its typed error otherwise (see the module doc)."""
+    waiting = Waiting(request_id, policy)
+    while True:
+        try:
+            status = hook.get_status(request_id)
+            result = hook.get_result(request_id, include_cost=True) if waiting.saw(status) else None
+        except DreaminaError as error:
+            delay = waiting.failed_poll(error)
+        else:
+            if result is not None and result.state.is_terminal:
+                return waiting.finished(result)
+            delay = waiting.next_delay(status)
+        if waiting.past_deadline:
+            raise waiting.timed_out(_try_cancel(hook, request_id) if waiting.cancel_now else None)
+        time.sleep(delay)
+
+
+async def await_result(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResult:
+    """Async :func:`wait`."""
+    waiting = Waiting(request_id, policy)
+    while True:
+        try:
+            status = await hook.aget_status(request_id)
+            result = await hook.aget_result(request_id, include_cost=True) if waiting.saw(status) else None
+        except DreaminaError as error:
+            delay = waiting.failed_poll(error)
+        else:
+            if result is not None and result.state.is_terminal:
+                return waiting.finished(result)
+            delay = waiting.next_delay(status)
+        if waiting.past_deadline:
+            raise waiting.timed_out(await _atry_cancel(hook, request_id) if waiting.cancel_now else None)
+        await asyncio.sleep(delay)
+
+
+def _try_cancel(hook: DreaminaHook, request_id: str) -> bool:
+    try:
+        return hook.cancel(request_id)
+    except DreaminaError as error:
+        log.warning("Could not cancel request %s: %s", request_id, error)
+        return False
+
+
+async def _atry_cancel(hook: DreaminaHook, request_id: str) -> bool:
+    try:
+        return await hook.acancel(request_id)
+    except DreaminaError as error:
+        log.warning("Could not cancel request %s: %s", request_id, error)
+        return False

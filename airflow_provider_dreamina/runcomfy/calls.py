@@ -1,0 +1,95 @@
+"""Each RunComfy API call described once, as data that either the sync or the async loop sends."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
+from airflow_provider_dreamina.models import (
+    DEFAULT_MODEL_ID,
+    CancelOutcome,
+    RequestResult,
+    RequestStatus,
+    SubmittedRequest,
+)
+
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+
+_MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+# Dots are allowed inside an id but an id of dots alone would walk up the URL path.
+_REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Call(Generic[AnswerT]):
+    """One API call: what to send, what the answer is, and how it may be retried."""
+
+    name: str
+    method: str
+    path: str
+    answer: type[AnswerT]
+    json: dict[str, Any] | None = None
+    params: dict[str, str] | None = None
+    request_id: str | None = None
+    # A paid submit: resent only when the server certainly did not see it.
+    paid: bool = False
+    max_retries: int | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.path.removeprefix("/v1/models/")
+
+
+def check_request_id(request_id: object) -> str:
+    """``request_id`` if it is one RunComfy could have issued; raises otherwise."""
+    if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.match(request_id):
+        shown = repr(request_id)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise DreaminaInvalidInputError(
+            f"request_id {shown} is not a RunComfy request id (1 to 200 letters, digits, '-', '_', '.', ':')",
+            field="request_id",
+        )
+    return request_id
+
+
+def check_model_id(model_id: str) -> str:
+    if not isinstance(model_id, str) or not _MODEL_ID_PATTERN.match(model_id):
+        raise DreaminaInvalidInputError(
+            f"model_id {model_id!r} is not a RunComfy model id such as {DEFAULT_MODEL_ID!r}",
+            field="model_id",
+        )
+    return model_id
+
+
+def _request_path(request_id: str, action: str) -> str:
+    return f"/v1/requests/{quote(check_request_id(request_id), safe='')}/{action}"
+
+
+def submit_call(model_id: str, body: dict[str, Any]) -> Call[SubmittedRequest]:
+    return Call(
+        "submit", "POST", f"/v1/models/{check_model_id(model_id)}", SubmittedRequest, json=body, paid=True
+    )
+
+
+def status_call(request_id: str) -> Call[RequestStatus]:
+    return Call("status", "GET", _request_path(request_id, "status"), RequestStatus, request_id=request_id)
+
+
+def result_call(request_id: str, *, include_cost: bool) -> Call[RequestResult]:
+    return Call(
+        "result",
+        "GET",
+        _request_path(request_id, "result"),
+        RequestResult,
+        params={"include_cost": "true"} if include_cost else None,
+        request_id=request_id,
+    )
+
+
+def cancel_call(request_id: str) -> Call[CancelOutcome]:
+    return Call("cancel", "POST", _request_path(request_id, "cancel"), CancelOutcome, request_id=request_id)

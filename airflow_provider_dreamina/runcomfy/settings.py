@@ -1,0 +1,132 @@
+"""The settings of one Dreamina connection, and how an event loop shares a reading of them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_dreamina.exceptions import DreaminaConfigurationError
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+RUNCOMFY_OUTPUT_DOMAIN = "runcomfy.net"
+#: Seconds an event loop reuses a connection it has read (see :func:`shared_settings`).
+SETTINGS_TTL_SECONDS = 30.0
+
+
+def mask(secret: str) -> None:
+    """Register a secret with Airflow's masker so it never reaches a log line."""
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+@dataclass(frozen=True)
+class DreaminaSettings:
+    """Everything the hook reads from its Airflow connection."""
+
+    conn_id: str
+    base_url: str
+    token: str = field(repr=False)
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_retries: int = 5
+    max_connections: int = 32
+    allowed_output_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_connection(cls, conn: Any, conn_id: str) -> DreaminaSettings:
+        token = (conn.password or "").strip()
+        if not token:
+            raise DreaminaConfigurationError(
+                f"connection '{conn_id}' has no API token: put the RunComfy token in its password field"
+            )
+        mask(token)
+        extra: dict[str, Any] = conn.extra_dejson or {}
+        host = (conn.host or "").strip() or DEFAULT_BASE_URL
+        if "://" not in host:
+            # A host without a scheme is how most users type it in the form.
+            host = f"https://{host}"
+            if conn.port:
+                host = f"{host}:{conn.port}"
+        hosts = extra.get("allowed_output_hosts") or ()
+        if isinstance(hosts, str):
+            hosts = [part for part in re.split(r"[,\s]+", hosts) if part]
+        try:
+            return cls(
+                conn_id=conn_id,
+                base_url=host.rstrip("/"),
+                token=token,
+                timeout=float(extra.get("timeout", cls.timeout)),
+                connect_timeout=float(extra.get("connect_timeout", cls.connect_timeout)),
+                max_retries=int(extra.get("max_retries", cls.max_retries)),
+                max_connections=int(extra.get("max_connections", cls.max_connections)),
+                allowed_output_hosts=tuple(str(h).strip().lower() for h in hosts),
+            )
+        except (TypeError, ValueError) as error:
+            raise DreaminaConfigurationError(
+                f"connection '{conn_id}' has an extra that is not a number: {error}"
+            ) from None
+
+    @property
+    def cache_key(self) -> tuple[Any, ...]:
+        # The token is part of the key only as a digest, so a rotated token gets a new client.
+        digest = hashlib.sha256(self.token.encode()).hexdigest()[:16]
+        return (self.base_url, digest, self.timeout, self.connect_timeout, self.max_connections)
+
+    def output_url_allowed(self, url: str) -> bool:
+        """Outputs come from https://*.runcomfy.net, or from hosts the connection lists (http allowed)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if host in self.allowed_output_hosts or (parts.netloc.lower() in self.allowed_output_hosts):
+            return parts.scheme in ("https", "http")
+        is_runcomfy = host == RUNCOMFY_OUTPUT_DOMAIN or host.endswith("." + RUNCOMFY_OUTPUT_DOMAIN)
+        return parts.scheme == "https" and is_runcomfy
+
+
+@dataclass
+class _SettingsReading:
+    """One lookup of a connection on one event loop, shared by the hooks that need it meanwhile."""
+
+    started: float
+    task: asyncio.Task[DreaminaSettings]
+
+    def stale(self, now: float) -> bool:
+        if now - self.started > SETTINGS_TTL_SECONDS:
+            return True
+        # A failed lookup (say, a connection not created yet) is not remembered.
+        return self.task.done() and (self.task.cancelled() or self.task.exception() is not None)
+
+
+_READINGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _SettingsReading]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def shared_settings(conn_id: str, read: Callable[[], Awaitable[DreaminaSettings]]) -> DreaminaSettings:
+    """The settings of ``conn_id`` as this event loop last read them, read anew when stale.
+
+    A triggerer that starts a batch of waits looks the connection up once, not once per wait
+    (each lookup is a round trip to the triggerer's supervisor); a later reading picks up an
+    edited connection, and concurrent first lookups wait for the same one.
+    """
+    loop = asyncio.get_running_loop()
+    readings = _READINGS.setdefault(loop, {})
+    now = time.monotonic()
+    reading = readings.get(conn_id)
+    if reading is None or reading.stale(now):
+        reading = _SettingsReading(now, loop.create_task(read()))  # type: ignore[arg-type]
+        readings[conn_id] = reading
+    # Shielded: one waiter being cancelled must not cancel the lookup the others share.
+    return await asyncio.shield(reading.task)
+
+
+def forget_shared_settings() -> None:
+    """Drop this event loop's readings (tests and clean shutdowns)."""
+    _READINGS.pop(asyncio.get_running_loop(), None)

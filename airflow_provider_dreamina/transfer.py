@@ -1,0 +1,299 @@
+"""The verified, resumable, bounded download of one output into a sink.
+
+Memory stays constant: each piece goes to the sink as it arrives, counted against
+``Content-Length`` and hashed with SHA-256. A transfer broken midway resumes with an HTTP
+``Range`` request (or starts again from zero when the server cannot resume). This module never
+calls RunComfy's API: when an output URL has expired it asks the caller's ``fresh_url``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaDownloadInterruptedError
+from airflow_provider_dreamina.redaction import url_without_query, without_queries
+from airflow_provider_dreamina.runcomfy.retries import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+#: The most a download hands its sink at once, so the most it holds in memory (httpx pieces are smaller).
+DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+MAX_REDIRECTS = 5
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+#: Raises when a URL may not be fetched; the second argument names the URL it redirected from.
+URLCheck = Callable[[str, "str | None"], None]
+
+
+class OutputSink(Protocol):
+    """Where a download puts the bytes of an output."""
+
+    def write(self, chunk: bytes, /) -> object: ...
+
+    def restart(self) -> None:
+        """Forget every byte received so far: the download starts again from zero."""
+
+
+class DownloadedOutput(BaseModel):
+    """What one verified download delivered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The output URL without its query string (signed URLs carry their secret there).
+    source_url: str
+    size_bytes: int
+    sha256: str
+    content_type: str | None = None
+    attempts: int = 1
+    #: How many times the transfer went on from where it broke, with an HTTP Range request.
+    resumed: int = 0
+    #: How many times it had to start again from zero.
+    restarted: int = 0
+    #: Whether the URL expired and was replaced by a fresh one.
+    refreshed: bool = False
+
+
+class _URLExpired(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+class _Interrupted(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def download(
+    client: httpx.Client,
+    url: str,
+    sink: OutputSink,
+    *,
+    policy: RetryPolicy,
+    check_url: URLCheck,
+    fresh_url: Callable[[], str] | None = None,
+    max_bytes: int | None = None,
+    chunk_size: int = DOWNLOAD_CHUNK_SIZE,
+) -> DownloadedOutput:
+    """Stream ``url`` into ``sink``, resuming and retrying; ``fresh_url`` replaces an expired URL once.
+
+    Raises :class:`DreaminaDownloadError` (naming the URL without its query string); ``sink`` then
+    holds an incomplete file, which the caller must discard.
+    """
+    check_url(url, None)
+    transfer = _Transfer(url, max_bytes=max_bytes, chunk_size=chunk_size)
+    failures = 0
+    refreshed = False
+    while not transfer.done:
+        received_before = transfer.offset
+        try:
+            _attempt(client, transfer, sink, check_url)
+        except _URLExpired as expired:
+            if fresh_url is None or refreshed:
+                fresh = " even with a fresh URL" if refreshed else ""
+                raise DreaminaDownloadError(
+                    f"output {transfer.safe_url} answered HTTP {expired.status_code}{fresh}: the URL "
+                    "has expired or the output is gone; fetch a new result and download again",
+                    url=transfer.safe_url,
+                ) from None
+            refreshed = True
+            log.info(
+                "Output %s answered HTTP %d (expired URL); fetching a fresh URL",
+                transfer.safe_url,
+                expired.status_code,
+            )
+            transfer.url = fresh_url()
+            check_url(transfer.url, None)
+            continue
+        except _Interrupted as interruption:
+            reason, retry_after = interruption.reason, interruption.retry_after
+        else:
+            if transfer.done or transfer.offset > received_before:
+                continue
+            reason, retry_after = "the server sent no bytes", None
+        failures += 1
+        if failures > policy.max_retries:
+            raise DreaminaDownloadInterruptedError(
+                f"download of {transfer.safe_url} failed after {failures} attempts ({reason})",
+                url=transfer.safe_url,
+            )
+        delay = policy.delay(failures - 1, retry_after)
+        log.warning(
+            "Download of %s interrupted at %d bytes (%s); %s in %.1f s (retry %d of %d)",
+            transfer.safe_url,
+            transfer.offset,
+            reason,
+            "resuming" if transfer.offset and transfer.resumable else "starting again",
+            delay,
+            failures,
+            policy.max_retries,
+        )
+        time.sleep(delay)
+    return transfer.outcome(attempts=failures + 1, refreshed=refreshed)
+
+
+def _attempt(client: httpx.Client, transfer: _Transfer, sink: OutputSink, check_url: URLCheck) -> None:
+    """One GET of the output (following checked redirects), from where the last one stopped."""
+    headers = transfer.request_headers(sink)
+    target = transfer.url
+    for _hop in range(MAX_REDIRECTS + 1):
+        try:
+            with client.stream("GET", target, headers=headers) as response:
+                if not response.is_redirect:
+                    transfer.receive(response, sink)
+                    return
+                target = str(response.url.join(response.headers.get("Location", "")))
+                check_url(target, transfer.safe_url)
+        except httpx.TransportError as error:
+            raise _Interrupted(
+                f"{type(error).__name__}: {without_queries(str(error)) or 'no detail'}"
+            ) from None
+    raise DreaminaDownloadError(
+        f"output {transfer.safe_url} redirected more than {MAX_REDIRECTS} times", url=transfer.safe_url
+    )
+
+
+class _Transfer:
+    """One output download across its attempts: position, running hash, what the server declared."""
+
+    def __init__(self, url: str, *, max_bytes: int | None, chunk_size: int) -> None:
+        self.url = url
+        self.max_bytes = max_bytes
+        self.chunk_size = chunk_size
+        self.offset = 0
+        self.sha256 = hashlib.sha256()
+        self.expected_total: int | None = None
+        self.content_type: str | None = None
+        # ETag or Last-Modified: a resumed request asks for the rest of *this* file only.
+        self.validator: str | None = None
+        self.resumable = True
+        self.resumed = 0
+        self.restarted = 0
+        self.done = False
+
+    @property
+    def safe_url(self) -> str:
+        return url_without_query(self.url)
+
+    def request_headers(self, sink: OutputSink) -> dict[str, str]:
+        if self.offset and not self.resumable:
+            self.restart(sink)
+        if not self.offset:
+            return {}
+        headers = {"Range": f"bytes={self.offset}-"}
+        if self.validator:
+            headers["If-Range"] = self.validator
+        return headers
+
+    def restart(self, sink: OutputSink) -> None:
+        sink.restart()
+        self.offset = 0
+        self.sha256 = hashlib.sha256()
+        self.expected_total = None
+        self.restarted += 1
+
+    def receive(self, response: httpx.Response, sink: OutputSink) -> None:
+        """Append the body of one answer to ``sink``; raises to ask for another attempt."""
+        status = response.status_code
+        if status in (403, 404, 410):
+            raise _URLExpired(status)
+        if status in (408, 425, 429) or status >= 500:
+            raise _Interrupted(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
+        if status == 416:
+            asked_for = self.offset
+            self.restart(sink)
+            raise _Interrupted(f"HTTP 416: the server cannot resume at byte {asked_for}")
+        if status not in (200, 206):
+            raise DreaminaDownloadError(f"output {self.safe_url} answered HTTP {status}", url=self.safe_url)
+        headers = response.headers
+        encoded = headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        length = None if encoded else _header_int(headers.get("Content-Length"))
+        if status == 206:
+            length = self._continue_range(headers.get("Content-Range"), length, sink)
+        else:
+            if self.offset:
+                log.info("%s ignored the Range request; downloading it again from the start", self.safe_url)
+                self.restart(sink)
+            self.expected_total = length
+            if encoded or headers.get("Accept-Ranges", "").strip().lower() == "none":
+                self.resumable = False
+        self.validator = self.validator or _range_validator(headers)
+        self.content_type = self.content_type or headers.get("Content-Type")
+        end = None if length is None else self.offset + length
+        self._check_size(self.expected_total if self.expected_total is not None else end, declared=True)
+        # Pieces go to the sink as the network delivers them (httpx reads at most 64 KiB at a
+        # time; a bigger piece is split at chunk_size): memory holds one piece, and a broken
+        # transfer keeps every byte that arrived.
+        for piece in response.iter_bytes():
+            self._check_size(self.offset + len(piece), declared=False)
+            for start in range(0, len(piece), self.chunk_size):
+                part = piece[start : start + self.chunk_size]  # the piece itself when it fits
+                sink.write(part)
+                self.sha256.update(part)
+                self.offset += len(part)
+        if end is not None and self.offset < end:
+            total = self.expected_total if self.expected_total is not None else end
+            raise _Interrupted(f"the connection closed after {self.offset} of {total} bytes")
+        self.done = self.expected_total is None or self.offset >= self.expected_total
+
+    def _continue_range(self, content_range: str | None, length: int | None, sink: OutputSink) -> int | None:
+        match = _CONTENT_RANGE.match(content_range or "")
+        start, last = (int(match.group(1)), int(match.group(2))) if match else (-1, -1)
+        total = int(match.group(3)) if match and match.group(3) != "*" else None
+        changed = self.expected_total is not None and total is not None and total != self.expected_total
+        if start != self.offset or changed:
+            asked_for = self.offset
+            self.restart(sink)
+            raise _Interrupted(
+                f"asked for the bytes from {asked_for}, the server sent "
+                f"{content_range or 'no Content-Range'}; starting again from zero"
+            )
+        if self.offset:
+            self.resumed += 1
+        if total is not None:
+            self.expected_total = total
+        return length if length is not None else last - start + 1
+
+    def _check_size(self, size: int | None, *, declared: bool) -> None:
+        if self.max_bytes is None or size is None or size <= self.max_bytes:
+            return
+        how = f"is {size} bytes" if declared else f"exceeded {self.max_bytes} bytes while streaming"
+        raise DreaminaDownloadError(
+            f"output {self.safe_url} {how}; max_bytes allows {self.max_bytes}", url=self.safe_url
+        )
+
+    def outcome(self, *, attempts: int, refreshed: bool) -> DownloadedOutput:
+        return DownloadedOutput(
+            source_url=self.safe_url,
+            size_bytes=self.offset,
+            sha256=self.sha256.hexdigest(),
+            content_type=self.content_type,
+            attempts=attempts,
+            resumed=self.resumed,
+            restarted=self.restarted,
+            refreshed=refreshed,
+        )
+
+
+def _header_int(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _range_validator(headers: httpx.Headers) -> str | None:
+    # If-Range accepts only a strong ETag; a weak one would always restart the download.
+    etag = (headers.get("ETag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    modified: str | None = headers.get("Last-Modified")
+    return modified
