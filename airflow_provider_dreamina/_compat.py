@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 try:
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+    from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException, AirflowSensorTimeout
 except ImportError:  # Airflow 3.1 keeps them in core only; 3.3 deprecates that location.
     from airflow.exceptions import (  # type: ignore[no-redef]
         AirflowFailException,
+        AirflowRescheduleException,
         AirflowSensorTimeout,
     )
 
-__all__ = ["AirflowFailException", "AirflowSensorTimeout", "default_deferrable"]
+__all__ = ["AirflowFailException", "AirflowRescheduleException", "AirflowSensorTimeout", "default_deferrable"]
 
 
 def default_deferrable() -> bool:

@@ -166,8 +166,9 @@ class Waiting:
             )
 
 
-def poll_once(hook: DreaminaHook, waiting: Waiting) -> RequestResult | None:
-    """One poll (a sensor's poke): the succeeded result, or None while the request runs.
+def poll_once(hook: DreaminaHook, waiting: Waiting) -> tuple[RequestResult | None, float]:
+    """One poll (a sensor's poke): the succeeded result (or None while the request runs), and the
+    seconds the policy wants before the next poll.
 
     Raises the request's typed error when it ended otherwise, or when the policy stops the wait.
     """
@@ -175,9 +176,10 @@ def poll_once(hook: DreaminaHook, waiting: Waiting) -> RequestResult | None:
         status = hook.get_status(waiting.request_id)
         result = hook.get_result(waiting.request_id, include_cost=True) if waiting.saw(status) else None
     except DreaminaError as error:
-        waiting.failed_poll(error)
-        return None
-    return waiting.finished(result) if result is not None and result.state.is_terminal else None
+        return None, waiting.failed_poll(error)
+    if result is not None and result.state.is_terminal:
+        return waiting.finished(result), 0.0
+    return None, waiting.next_delay(status)
 
 
 def wait(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResult:

@@ -7,8 +7,6 @@ tasks defer, not all in the same millisecond). Variants:
 
 * ``provider``         - ``DreaminaRequestTrigger.run()``: the hook's shared client per event loop
                          and connection, requests queued for one of its ``max_connections`` slots;
-* ``provider-ungated`` - the same with every request sent straight into httpx's pool, as the hook
-                         did before (its ``_arequest`` replaced in the child): the fix's before;
 * ``baseline``         - a trigger that opens a new ``httpx.AsyncClient`` for every poll, the
                          pattern several official providers use (CPU-bound: run up to N=1000, capped);
 * ``bare``             - a bare httpx polling loop on one shared client with the same pool size;
@@ -52,8 +50,7 @@ from typing import Any
 
 import _common as common
 
-# provider-ungated: the provider as it was before its requests queued for a slot of the pool.
-VARIANTS = ("provider", "provider-ungated", "baseline", "bare", "bare-gated")
+VARIANTS = ("provider", "baseline", "bare", "bare-gated")
 TERMINAL_STATUS_WORDS = frozenset({"completed", "succeeded", "failed", "cancelled"})
 POOL_SIZE = 32
 
@@ -136,30 +133,6 @@ def _mark(output: str, event: str) -> None:
     Path(f"{output}.{event}").touch()
 
 
-def _ungate(hook_class: Any) -> None:
-    """Send every request straight into httpx's pool, as the hook did before it queued for slots."""
-    import itertools
-
-    import httpx
-
-    async def arequest(self: Any, call: Any) -> Any:
-        client = await self.aget_conn()
-        for attempt in itertools.count():
-            try:
-                response = await client.request(call.method, call.path, json=call.json, params=call.params)
-            except httpx.HTTPError as error:
-                delay = self._retry_delay_after_error(call, attempt, error)
-            else:
-                failure = self._failure(call, response)
-                if failure is None:
-                    return self._parse(call, response)
-                delay = self._retry_delay_after_failure(call, attempt, failure)
-            await asyncio.sleep(delay)
-        return None
-
-    hook_class._arequest = arequest
-
-
 async def _run_child(args: argparse.Namespace) -> dict[str, Any]:
     # Everything is imported first, by every variant: a triggerer has Airflow and the provider
     # loaded before it runs a trigger, so neither import time nor module memory belongs to a wait.
@@ -179,9 +152,7 @@ async def _run_child(args: argparse.Namespace) -> dict[str, Any]:
     rss_start = common.current_rss_mib()
     common.reset_peak_rss()
 
-    if variant == "provider-ungated":
-        _ungate(DreaminaHook)
-    if variant in ("provider", "provider-ungated"):
+    if variant == "provider":
 
         async def wait(request_id: str) -> str:
             trigger = DreaminaRequestTrigger(request_id=request_id, poll_interval=poll)
@@ -546,9 +517,6 @@ def main() -> None:
         "--gated-min-n", type=int, default=1000, help="run bare-gated from this N (below, it equals bare)"
     )
     parser.add_argument(
-        "--ungated-sizes", type=int, nargs="*", default=[1000], help="sizes at which to run provider-ungated"
-    )
-    parser.add_argument(
         "--polls",
         type=float,
         nargs="+",
@@ -604,8 +572,6 @@ def main() -> None:
                 if variant == "baseline" and n > args.baseline_max_n:
                     continue
                 if variant == "bare-gated" and n < args.gated_min_n:
-                    continue
-                if variant == "provider-ungated" and n not in args.ungated_sizes:
                     continue
                 common.log(f"trigger_scale: {variant} at N={n:,} (round {round_number})")
                 run = _run_variant(emulator, variant, n, poll, durations, args, log_dir, round_number)

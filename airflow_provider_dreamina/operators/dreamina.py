@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         RequestResult,
         RequestState,
     )
+    from airflow_provider_dreamina.polling import WaitPolicy
 
 __all__ = [
     "MANIFEST_SUFFIX",
@@ -77,6 +78,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param timeout: overall seconds to wait; a request still queued then is cancelled.
     :param cancel_on_kill: cancel a still-queued request when the task is killed.
     :param validate_image: check the image against the schema before submitting.
+    :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
+        retries) to tolerate while waiting before the try fails (and Airflow may retry it).
     """
 
     template_fields: Sequence[str] = ("prompt", "image_url", "seed", "frames", "model_id", "dreamina_conn_id")
@@ -99,6 +102,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         timeout: float | timedelta | None = None,
         cancel_on_kill: bool = True,
         validate_image: bool = True,
+        max_consecutive_errors: int = 5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +120,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.cancel_on_kill = cancel_on_kill
         self.validate_image = validate_image
+        self.max_consecutive_errors = max_consecutive_errors
         self._request_id: str | None = None
 
     @cached_property
@@ -207,11 +212,13 @@ class DreaminaImageToVideoOperator(BaseOperator):
         )
         return status.state
 
-    def _policy(self) -> Any:
+    def _policy(self) -> WaitPolicy:
         from airflow_provider_dreamina.polling import WaitPolicy
 
         deadline = None if self.timeout is None else time.time() + self.timeout
-        return WaitPolicy(poll_interval=self.poll_interval, deadline=deadline)
+        return WaitPolicy(
+            poll_interval=self.poll_interval, deadline=deadline, error_budget=self.max_consecutive_errors
+        )
 
     def _defer(self, request_id: str) -> NoReturn:
         from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_dreamina._compat import AirflowSensorTimeout, default_deferrable
+from airflow_provider_dreamina._compat import (
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    default_deferrable,
+)
 from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, XCOM_OUTPUT_URL, XCOM_REQUEST_ID
 from airflow_provider_dreamina.links import DreaminaOutputLink
 
@@ -65,6 +69,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self.max_consecutive_errors = max_consecutive_errors
         self._waiting: Waiting | None = None
+        self._next_poll_delay = 0.0
 
     @cached_property
     def hook(self) -> DreaminaHook:
@@ -104,16 +109,30 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
         waiting = self._policy_waiting(context)
         try:
-            result = poll_once(self.hook, waiting)
+            result, delay = poll_once(self.hook, waiting)
         except DreaminaError as error:
             fail_or_raise(error)
         finally:
             store = context.get("task_state_store") if self.reschedule else None
             if store is not None:
                 store.set(_WAIT_STATE_KEY, waiting.errors_in_a_row)
-        if result is None:
-            return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._succeeded(result, context))
+        if result is not None:
+            return PokeReturnValue(is_done=True, xcom_value=self._succeeded(result, context))
+        self._next_poll_delay = delay
+        if not self.deferrable:
+            self._wait_longer(delay)
+        return PokeReturnValue(is_done=False)
+
+    def _wait_longer(self, delay: float) -> None:
+        """Honour a policy delay longer than ``poke_interval`` (``Retry-After``, far back in a queue)."""
+        extra = delay - self.poke_interval
+        if extra <= 0:
+            return
+        if self.reschedule:
+            raise AirflowRescheduleException(  # type: ignore[no-untyped-call]
+                datetime.now(timezone.utc) + timedelta(seconds=delay)
+            )
+        time.sleep(extra)
 
     def _succeeded(self, result: RequestResult, context: Context) -> dict[str, Any]:
         from airflow_provider_dreamina.models import GenerationRecord
@@ -141,6 +160,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
                 # The sensor only watches: the request belongs to whoever submitted it.
                 cancel_on_timeout=self.cancel_on_kill,
                 max_consecutive_errors=self.max_consecutive_errors,
+                not_before=time.time() + self._next_poll_delay,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + _DEFER_TIMEOUT_MARGIN,

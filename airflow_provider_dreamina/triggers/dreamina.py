@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +53,8 @@ class DreaminaRequestTrigger(BaseTrigger):
         ``on_kill`` when a deferred task is marked failed or success, or cleared).
     :param cancel_on_timeout: cancel a still-queued request when the deadline passes.
     :param max_consecutive_errors: transient failed polls in a row to tolerate before giving up.
+    :param not_before: wall-clock epoch seconds before which the first poll is not made (a
+        ``Retry-After`` the deferring task was told).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class DreaminaRequestTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
         max_consecutive_errors: int = polling.DEFAULT_ERROR_BUDGET,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.request_id = request_id
@@ -71,6 +76,7 @@ class DreaminaRequestTrigger(BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self.max_consecutive_errors = max_consecutive_errors
+        self.not_before = not_before
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -83,6 +89,7 @@ class DreaminaRequestTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "cancel_on_timeout": self.cancel_on_timeout,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "not_before": self.not_before,
             },
         )
 
@@ -102,6 +109,8 @@ class DreaminaRequestTrigger(BaseTrigger):
         return self._dreamina_hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if self.not_before is not None and (pause := self.not_before - time.time()) > 0:
+            await asyncio.sleep(pause)
         try:
             result = await polling.await_result(self._hook(), self.request_id, self.policy)
         except DreaminaError as error:

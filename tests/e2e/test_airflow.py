@@ -254,7 +254,7 @@ def test_a_retry_after_the_trigger_gives_up_reattaches_instead_of_paying_again(e
     assert [ti["try_number"] for ti in tries] == [1, 2]
     assert [ti["state"] for ti in tries] == ["failed", "success"]
     first = airflow.task_log(dag_id, run_id, "generate", try_number=1)
-    assert f"after {tolerated + 1} failures in a row" in first
+    assert f"after {tolerated + 1} failed polls in a row" in first
     second = airflow.task_log(dag_id, run_id, "generate", try_number=2)
     assert f"Reattaching to request {request_id}" in second
     assert return_value(airflow, dag_id, run_id, "generate")["request_id"] == request_id
