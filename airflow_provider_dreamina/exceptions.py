@@ -164,3 +164,16 @@ class DreaminaDownloadInterruptedError(DreaminaDownloadError):
 #: Old names: the provider calls every generation on RunComfy a *request*.
 DreaminaJobFailedError = DreaminaRequestFailedError
 DreaminaJobCancelledError = DreaminaRequestCancelledError
+
+
+class DreaminaStateError(DreaminaError):
+    """The task's record of its paid request could not be read or written.
+
+    Raised before a paid submit, nothing was paid for: running the task again is safe.
+    """
+
+    retryable = True
+
+
+class DreaminaOrphanedSubmitError(DreaminaError):
+    """An earlier try recorded its intent to pay but never the request id: it may have paid."""

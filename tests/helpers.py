@@ -124,8 +124,10 @@ def wait_until_state(hook: Any, request_id: str, state: Any, limit: float = 10) 
 class FakeTI:
     """The task instance a task sees: it keeps the XComs pushed to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, try_number: int = 1, max_tries: int = 2, map_index: int = -1) -> None:
         self.xcom: dict[str, Any] = {}
+        self.dag_id, self.run_id, self.task_id = "dag", "manual__2026-12-01T00:00:00+00:00", "generate"
+        self.try_number, self.max_tries, self.map_index = try_number, max_tries, map_index
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
@@ -147,8 +149,8 @@ class FakeStateStore:
         self.values[key] = value
 
 
-def make_context(store: FakeStateStore | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"ti": FakeTI()}
+def make_context(store: FakeStateStore | None = None, ti: FakeTI | None = None) -> dict[str, Any]:
+    context: dict[str, Any] = {"ti": ti or FakeTI()}
     if store is not None:
         context["task_state_store"] = store
     return context

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
         GenerationInput,
         ImageToVideoInput,
         RequestResult,
-        RequestState,
     )
     from airflow_provider_dreamina.polling import WaitPolicy
 
@@ -46,12 +45,10 @@ __all__ = [
     "DreaminaOutputLink",
 ]
 
-#: Key under which the submit operator keeps its request in ``task_state_store`` (Airflow 3.3+).
-STATE_KEY = "dreamina_request"
+#: Key under which the submit operator keeps its record in ``task_state_store`` (Airflow 3.3+).
+STATE_KEY = "dreamina_request"  # the same literal as state.STATE_KEY, which this module must not import
 # How much longer than the trigger's own deadline Airflow waits before it times the deferral out.
 _DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
-
-_warned_no_state_store = False
 
 
 class DreaminaImageToVideoOperator(BaseOperator):
@@ -63,9 +60,10 @@ class DreaminaImageToVideoOperator(BaseOperator):
     ``cost_usd``, and the ``input`` that was asked for). The input is checked before anything is
     paid for.
 
-    On Airflow 3.3+ the request is remembered in ``task_state_store``: when the task runs again
-    (retry, crash, clear) with the same input, it reattaches to that request instead of paying
-    for a new one, unless that request failed or was cancelled.
+    Each paid submit is recorded in two phases (an intent before the POST, the request id after
+    it) in ``task_state_store`` (Airflow 3.3+) or a ledger under ``state_path``: when the task runs
+    again (retry, crash) with the same input, it reattaches to that request instead of paying for a
+    new one, and an intent without a request id is detected as an orphaned submit.
 
     :param image_url: an https URL or ``data:`` URI (sent as is), or a local path, ``file://`` URI
         or object-storage URI such as ``s3://bucket/in.png`` (read, checked and sent inline).
@@ -80,6 +78,14 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param validate_image: check the image against the schema before submitting.
     :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
         retries) to tolerate while waiting before the try fails (and Airflow may retry it).
+    :param on_orphaned_submit: when an earlier try recorded its intent to pay but never the request
+        id: ``"fail"`` without retry (default; look in RunComfy's dashboard first) or ``"resubmit"``
+        (accepting that RunComfy may charge twice).
+    :param on_clear: when a user clears a task whose request already exists: ``"reuse"`` it
+        (default: never pay unexpectedly) or ``"regenerate"`` (pay for a new video).
+    :param state_path: a local directory or object-storage URI for the ledger of submit records;
+        when given it is used even where ``task_state_store`` exists (Airflow 3.3+). Default: the
+        connection's ``state_path`` extra, used only where ``task_state_store`` does not exist.
     """
 
     template_fields: Sequence[str] = ("prompt", "image_url", "seed", "frames", "model_id", "dreamina_conn_id")
@@ -103,6 +109,9 @@ class DreaminaImageToVideoOperator(BaseOperator):
         cancel_on_kill: bool = True,
         validate_image: bool = True,
         max_consecutive_errors: int = 5,
+        on_orphaned_submit: str = "fail",
+        on_clear: str = "reuse",
+        state_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +130,13 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.validate_image = validate_image
         self.max_consecutive_errors = max_consecutive_errors
+        if on_orphaned_submit not in ("fail", "resubmit"):
+            raise ValueError(f"on_orphaned_submit is {on_orphaned_submit!r}; use 'fail' or 'resubmit'")
+        if on_clear not in ("reuse", "regenerate"):
+            raise ValueError(f"on_clear is {on_clear!r}; use 'reuse' or 'regenerate'")
+        self.on_orphaned_submit: Any = on_orphaned_submit
+        self.on_clear: Any = on_clear
+        self.state_path = state_path
         self._request_id: str | None = None
 
     @cached_property
@@ -155,62 +171,23 @@ class DreaminaImageToVideoOperator(BaseOperator):
         return self._wait(request_id, context)
 
     def _reattach_or_submit(self, request: ImageToVideoInput, context: Context) -> tuple[str, bool]:
-        """The request id to follow, and whether it has already succeeded.
+        """The request id to follow, and whether it has already succeeded (see ``submission``)."""
+        from airflow_provider_dreamina.state import task_state
+        from airflow_provider_dreamina.submission import Attempt, reattach_or_submit
 
-        Reuses the request this task already paid for, when there is one worth reusing.
-        """
-        from airflow_provider_dreamina.models import RequestState
-
-        global _warned_no_state_store
-        store = context.get("task_state_store")
-        fingerprint = _fingerprint(request, self.model_id)
-        if store is None:
-            if not _warned_no_state_store:
-                _warned_no_state_store = True
-                self.log.warning(
-                    "This Airflow has no task_state_store (it needs 3.3+): if this task is retried or "
-                    "cleared, it submits (and pays for) a new request"
-                )
-        else:
-            saved = store.get(STATE_KEY)
-            if isinstance(saved, dict) and saved.get("request_id"):
-                if saved.get("fingerprint") != fingerprint:
-                    self.log.info(
-                        "The input changed since request %s was submitted; submitting a new one",
-                        saved["request_id"],
-                    )
-                elif (state := self._reusable_state(str(saved["request_id"]))) is not None:
-                    return str(saved["request_id"]), state is RequestState.SUCCEEDED
-        submitted = self.hook.submit(request, self.model_id, validate_image=self.validate_image)
-        if store is not None:
-            store.set(STATE_KEY, {"request_id": submitted.request_id, "fingerprint": fingerprint})
-        self.log.info(
-            "Submitted request %s (status %s, result %s)",
-            submitted.request_id,
-            submitted.status_url,
-            submitted.result_url,
+        state_path = self.state_path or self.hook.settings.state_path
+        state = task_state(context, state_path=state_path, force_ledger=self.state_path is not None)
+        followed = reattach_or_submit(
+            self.hook,
+            request,
+            self.model_id,
+            state,
+            Attempt.of(context["ti"]),
+            validate_image=self.validate_image,
+            on_orphaned_submit=self.on_orphaned_submit,
+            on_clear=self.on_clear,
         )
-        return submitted.request_id, False
-
-    def _reusable_state(self, request_id: str) -> RequestState | None:
-        """The state of an earlier request worth reattaching to; None when it needs replacing."""
-        from airflow_provider_dreamina.exceptions import DreaminaNotFoundError
-        from airflow_provider_dreamina.models import RequestState
-
-        try:
-            status = self.hook.get_status(request_id)
-        except DreaminaNotFoundError:
-            self.log.info("Earlier request %s has expired at RunComfy; submitting a new one", request_id)
-            return None
-        if status.state in (RequestState.FAILED, RequestState.CANCELLED):
-            self.log.info("Earlier request %s was %s; submitting a new one", request_id, status.state.value)
-            return None
-        self.log.info(
-            "Reattaching to request %s (%s) submitted by an earlier try: nothing new is paid for",
-            request_id,
-            status.state.value,
-        )
-        return status.state
+        return followed.request_id, followed.succeeded
 
     def _policy(self) -> WaitPolicy:
         from airflow_provider_dreamina.polling import WaitPolicy
@@ -285,12 +262,3 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._request_id and self.wait_for_completion:
             self._cancel(self._request_id, reason="the task was killed")
-
-
-def _fingerprint(request: ImageToVideoInput, model_id: str) -> str:
-    """Identifies the input, so a changed prompt or image is never answered with an old video."""
-    import hashlib
-    import json
-
-    body = {"model_id": model_id, **request.to_request_body()}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

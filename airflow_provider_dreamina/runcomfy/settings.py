@@ -39,6 +39,8 @@ class DreaminaSettings:
     max_retries: int = 5
     max_connections: int = 32
     allowed_output_hosts: tuple[str, ...] = ()
+    #: Where submit records go where Airflow has no task_state_store (a directory or storage URI).
+    state_path: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str) -> DreaminaSettings:
@@ -68,6 +70,7 @@ class DreaminaSettings:
                 max_retries=int(extra.get("max_retries", cls.max_retries)),
                 max_connections=int(extra.get("max_connections", cls.max_connections)),
                 allowed_output_hosts=tuple(str(h).strip().lower() for h in hosts),
+                state_path=str(extra["state_path"]).strip() or None if extra.get("state_path") else None,
             )
         except (TypeError, ValueError) as error:
             raise DreaminaConfigurationError(

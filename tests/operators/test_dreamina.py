@@ -222,14 +222,13 @@ def test_changed_input_is_submitted_anew(emulator: EmulatorHandle) -> None:
 
 
 def test_without_a_state_store_a_retry_resubmits_and_says_so(
-    emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("airflow_provider_dreamina.operators.dreamina._warned_no_state_store", False)
+    monkeypatch.setattr("airflow_provider_dreamina.submission._warned_no_state", False)
     make_operator(emulator).execute(make_context())
     make_operator(emulator).execute(make_context())
     assert emulator.counters()["submissions"] == 2
-    # Task loggers write through structlog to stdout.
-    assert capsys.readouterr().out.count("no task_state_store") == 1
+    assert caplog.text.count("no task_state_store") == 1
 
 
 # -- cancel what the user kills -------------------------------------------------------------

@@ -1,0 +1,214 @@
+"""Whether a submit task pays for a new request or reattaches to the one it already paid for.
+
+The decision, in order, from the task's two-phase record (``state``):
+
+* no record, or a record of another input (prompt, image, seed, frames, model) → submit;
+* a request id, and the task was not cleared by a user → reattach, unless that request failed,
+  was cancelled or has expired at RunComfy (then submit anew);
+* a request id, and a user cleared the task → ``on_clear``: ``"reuse"`` (default: never pay
+  unexpectedly; the log names the request reused and how to get a new video) or ``"regenerate"``;
+* an intent without a request id (an earlier try may have paid and lost the answer) →
+  ``on_orphaned_submit``: ``"fail"`` (default, without retry, naming the intent's time window) or
+  ``"resubmit"`` (accepting that RunComfy may charge twice). A user who clears the task after that
+  failure has been told to look in RunComfy's dashboard first: the clear resubmits.
+
+A submit writes the intent before the paid POST and the request id right after it; the id is
+logged first, so it is never lost even when the second write fails (which fails the task without
+retry, naming the request id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_provider_dreamina.exceptions import (
+    DreaminaError,
+    DreaminaNotFoundError,
+    DreaminaOrphanedSubmitError,
+    DreaminaSubmitUncertainError,
+)
+from airflow_provider_dreamina.models import ImageToVideoInput, RequestState
+from airflow_provider_dreamina.state import SubmitRecord, TaskState, now
+
+if TYPE_CHECKING:
+    from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+
+log = logging.getLogger(__name__)
+
+OnOrphanedSubmit = Literal["fail", "resubmit"]
+OnClear = Literal["reuse", "regenerate"]
+ORPHANED_SUBMIT_MODES = ("fail", "resubmit")
+CLEAR_MODES = ("reuse", "regenerate")
+
+_warned_no_state = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Who is asking: the try of the task instance, and what Airflow allows it."""
+
+    try_number: int | None
+    max_tries: int | None
+
+    @classmethod
+    def of(cls, ti: Any) -> Attempt:
+        def number(name: str) -> int | None:
+            value = getattr(ti, name, None)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        return cls(number("try_number"), number("max_tries"))
+
+
+@dataclass(frozen=True)
+class Followed:
+    """The request a task follows, and whether it has already succeeded."""
+
+    request_id: str
+    succeeded: bool = False
+
+
+def fingerprint(request: ImageToVideoInput, model_id: str) -> str:
+    """Identifies the input, so a changed prompt or image is never answered with an old video."""
+    body = {"model_id": model_id, **request.to_request_body()}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def reattach_or_submit(
+    hook: DreaminaHook,
+    request: ImageToVideoInput,
+    model_id: str,
+    state: TaskState | None,
+    attempt: Attempt,
+    *,
+    validate_image: bool = True,
+    on_orphaned_submit: OnOrphanedSubmit = "fail",
+    on_clear: OnClear = "reuse",
+) -> Followed:
+    """The request to follow: the one this task already paid for when worth it, else a new one."""
+    global _warned_no_state
+    print_ = fingerprint(request, model_id)
+    if state is None:
+        if not _warned_no_state:
+            _warned_no_state = True
+            log.warning(
+                "This Airflow has no task_state_store (it needs 3.3+) and no state_path is set: if this "
+                "task is retried or cleared, it submits (and pays for) a new request"
+            )
+        return _submit(hook, request, model_id, None, print_, attempt, validate_image)
+    record = state.read()
+    if record is not None and record.fingerprint != print_:
+        if record.request_id:
+            log.info(
+                "The input changed since request %s was submitted; submitting a new one", record.request_id
+            )
+        record = None
+    if record is not None and record.orphaned:
+        if record.cleared_since(attempt.max_tries):
+            # The error asked the user to look in the dashboard before clearing: a clear is the answer.
+            log.warning(
+                "The task was cleared after an orphaned submit %s: submitting anew. If that earlier submit "
+                "created a request, RunComfy charges for both",
+                record.intent_window(),
+            )
+        elif on_orphaned_submit == "fail":
+            raise DreaminaOrphanedSubmitError(
+                f"orphaned submit: an earlier try of this task began a paid submit {record.intent_window()} "
+                "but never recorded its request id, so RunComfy may have created (and charged for) a "
+                "request. Look for it in RunComfy's dashboard (Generations) before clearing this task; to "
+                "submit anyway, accepting that you may pay twice, set on_orphaned_submit='resubmit'."
+            )
+        else:
+            log.warning(
+                "An earlier try began a paid submit %s without recording its request id; submitting again "
+                "as on_orphaned_submit='resubmit' asks: RunComfy may charge for both",
+                record.intent_window(),
+            )
+    elif record is not None and record.request_id:
+        cleared = record.cleared_since(attempt.max_tries)
+        if cleared and on_clear == "regenerate":
+            log.info(
+                "The task was cleared: submitting a new request instead of reusing %s "
+                "(on_clear='regenerate')",
+                record.request_id,
+            )
+        else:
+            followed = _reattach(hook, record.request_id, cleared=cleared)
+            if followed is not None:
+                if cleared:
+                    # The record is rewritten so a later clear is told apart from this one.
+                    state.write(record.model_copy(update={"max_tries": attempt.max_tries}))
+                return followed
+    return _submit(hook, request, model_id, state, print_, attempt, validate_image)
+
+
+def _reattach(hook: DreaminaHook, request_id: str, *, cleared: bool) -> Followed | None:
+    """Follow an earlier request again; None when it must be replaced."""
+    try:
+        status = hook.get_status(request_id)
+    except DreaminaNotFoundError:
+        log.info("Earlier request %s has expired at RunComfy; submitting a new one", request_id)
+        return None
+    if status.state in (RequestState.FAILED, RequestState.CANCELLED):
+        log.info("Earlier request %s was %s; submitting a new one", request_id, status.state.value)
+        return None
+    if cleared:
+        log.info(
+            "The task was cleared: reusing request %s (%s) instead of paying for a new one. To get a new "
+            "video, set on_clear='regenerate' on the operator (or change the seed)",
+            request_id,
+            status.state.value,
+        )
+    else:
+        log.info(
+            "Reattaching to request %s (%s) submitted by an earlier try: nothing new is paid for",
+            request_id,
+            status.state.value,
+        )
+    return Followed(request_id, succeeded=status.state is RequestState.SUCCEEDED)
+
+
+def _submit(
+    hook: DreaminaHook,
+    request: ImageToVideoInput,
+    model_id: str,
+    state: TaskState | None,
+    print_: str,
+    attempt: Attempt,
+    validate_image: bool,
+) -> Followed:
+    intent = SubmitRecord(
+        fingerprint=print_, intent_at=now(), try_number=attempt.try_number, max_tries=attempt.max_tries
+    )
+    if state is not None:
+        state.write(intent)  # a failure here pays nothing: DreaminaStateError, retryable
+    try:
+        submitted = hook.submit(request, model_id, validate_image=validate_image)
+    except DreaminaSubmitUncertainError:
+        raise  # the intent stays: the next try detects the orphan
+    except DreaminaError:
+        if state is not None:
+            # Refused before anything was created (an invalid image, the token, the balance, a
+            # connection refused): nothing is pending any more.
+            state.write(intent.model_copy(update={"intent_at": None}))
+        raise
+    # Logged before anything else can fail, so the paid request can always be found.
+    log.info(
+        "Submitted request %s (status %s, result %s)",
+        submitted.request_id,
+        submitted.status_url,
+        submitted.result_url,
+    )
+    if state is not None:
+        try:
+            state.write(intent.model_copy(update={"request_id": submitted.request_id, "submitted_at": now()}))
+        except Exception as error:
+            raise DreaminaOrphanedSubmitError(
+                f"request {submitted.request_id} was submitted (and will be charged) but could not be "
+                f"recorded in {state.description} ({type(error).__name__}: {error}). Not retrying, so as not "
+                f"to pay twice: follow request {submitted.request_id} in RunComfy's dashboard"
+            ) from error
+    return Followed(submitted.request_id)
