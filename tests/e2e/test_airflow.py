@@ -49,6 +49,8 @@ DAG_IDS = [
     "dreamina_e2e_mark_failed",
     "dreamina_e2e_reattach",
     "dreamina_e2e_timeout",
+    "dreamina_e2e_clear_reuse",
+    "dreamina_e2e_clear_regenerate",
 ]
 
 
@@ -323,3 +325,26 @@ def test_the_token_is_in_no_log_xcom_rendered_field_or_database_row(e2e: Stack) 
     # The searches saw real material: this run's two tasks at least (every earlier test's too).
     assert searched_api >= 2
     assert request_seen
+
+
+@needs_3_3
+@pytest.mark.parametrize(("on_clear", "submissions"), [("reuse", 1), ("regenerate", 2)])
+def test_a_clear_follows_on_clear(e2e: Stack, on_clear: str, submissions: int) -> None:
+    airflow, emulator = e2e.airflow, e2e.emulator
+    dag_id = f"dreamina_e2e_clear_{on_clear}"
+    run_id = airflow.trigger_dag(dag_id)
+    assert airflow.wait_for_run(dag_id, run_id, timeout=120)["state"] == "success"
+    first = return_value(airflow, dag_id, run_id, "generate")["request_id"]
+
+    airflow.clear_task(dag_id, run_id, "generate")
+    run = airflow.wait_for_run(dag_id, run_id, timeout=120)
+    assert run["state"] == "success", airflow.describe_run(dag_id, run_id)
+    assert emulator.counters()["submissions"] == submissions
+    again = return_value(airflow, dag_id, run_id, "generate")["request_id"]
+    log = airflow.task_log(dag_id, run_id, "generate", try_number=2)
+    if on_clear == "reuse":
+        assert again == first
+        assert f"reusing request {first}" in log and "on_clear='regenerate'" in log
+    else:
+        assert again != first
+        assert f"instead of reusing {first}" in log

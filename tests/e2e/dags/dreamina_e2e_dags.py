@@ -58,3 +58,16 @@ with DAG(dag_id="dreamina_e2e_timeout", **COMMON):
         poll_interval=1,
         timeout=6,
     )
+
+# Cleared by the test once it succeeded: "reuse" must not pay again, "regenerate" must.
+for on_clear in ("reuse", "regenerate"):
+    with DAG(dag_id=f"dreamina_e2e_clear_{on_clear}", **COMMON):
+        DreaminaImageToVideoOperator(
+            task_id="generate",
+            prompt="A request the user clears to get another variation",
+            image_url=IMAGE,
+            wait_for_completion=True,
+            deferrable=True,
+            poll_interval=1,
+            on_clear=on_clear,
+        )
