@@ -196,7 +196,7 @@ def wait(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResu
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
         if waiting.past_deadline:
-            raise waiting.timed_out(_try_cancel(hook, request_id) if waiting.cancel_now else None)
+            raise waiting.timed_out(try_cancel(hook, request_id) if waiting.cancel_now else None)
         time.sleep(delay)
 
 
@@ -214,11 +214,12 @@ async def await_result(hook: DreaminaHook, request_id: str, policy: WaitPolicy) 
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
         if waiting.past_deadline:
-            raise waiting.timed_out(await _atry_cancel(hook, request_id) if waiting.cancel_now else None)
+            raise waiting.timed_out(await atry_cancel(hook, request_id) if waiting.cancel_now else None)
         await asyncio.sleep(delay)
 
 
-def _try_cancel(hook: DreaminaHook, request_id: str) -> bool:
+def try_cancel(hook: DreaminaHook, request_id: str) -> bool:
+    """Cancel the request if RunComfy still can; a failure to do so is logged, never raised."""
     try:
         return hook.cancel(request_id)
     except DreaminaError as error:
@@ -226,7 +227,8 @@ def _try_cancel(hook: DreaminaHook, request_id: str) -> bool:
         return False
 
 
-async def _atry_cancel(hook: DreaminaHook, request_id: str) -> bool:
+async def atry_cancel(hook: DreaminaHook, request_id: str) -> bool:
+    """Async :func:`try_cancel`."""
     try:
         return await hook.acancel(request_id)
     except DreaminaError as error:

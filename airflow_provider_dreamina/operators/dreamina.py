@@ -21,6 +21,7 @@ from airflow_provider_dreamina.defaults import (
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
 )
+from airflow_provider_dreamina.exceptions import DreaminaError
 from airflow_provider_dreamina.links import DreaminaOutputLink
 from airflow_provider_dreamina.operators.download import MANIFEST_SUFFIX, DreaminaDownloadOperator
 
@@ -154,7 +155,6 @@ class DreaminaImageToVideoOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_dreamina.exceptions import DreaminaError
         from airflow_provider_dreamina.outcome import fail_or_raise
 
         try:
@@ -217,7 +217,6 @@ class DreaminaImageToVideoOperator(BaseOperator):
         raise AssertionError("defer() returned")  # pragma: no cover
 
     def _wait(self, request_id: str, context: Context) -> dict[str, Any]:
-        from airflow_provider_dreamina.exceptions import DreaminaError
         from airflow_provider_dreamina.outcome import fail_or_raise
 
         try:
@@ -228,7 +227,6 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish after the trigger fired: the same outcome as a wait on a worker."""
-        from airflow_provider_dreamina.exceptions import DreaminaError
         from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
 
         try:
@@ -250,15 +248,9 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
         return GenerationInput.of(self._input(), self.model_id)
 
-    def _cancel(self, request_id: str, *, reason: str) -> None:
-        from airflow_provider_dreamina.exceptions import DreaminaError
-
-        self.log.info("Cancelling request %s because %s", request_id, reason)
-        try:
-            self.hook.cancel(request_id)
-        except DreaminaError as error:
-            self.log.warning("Could not cancel request %s: %s", request_id, error)
-
     def on_kill(self) -> None:
+        from airflow_provider_dreamina.polling import try_cancel
+
         if self.cancel_on_kill and self._request_id and self.wait_for_completion:
-            self._cancel(self._request_id, reason="the task was killed")
+            self.log.info("Cancelling request %s because the task was killed", self._request_id)
+            try_cancel(self.hook, self._request_id)

@@ -16,6 +16,7 @@ from airflow_provider_dreamina._compat import (
     default_deferrable,
 )
 from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, XCOM_OUTPUT_URL, XCOM_REQUEST_ID
+from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTimeoutError
 from airflow_provider_dreamina.links import DreaminaOutputLink
 
 if TYPE_CHECKING:
@@ -77,12 +78,11 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
         return DreaminaHook(dreamina_conn_id=self.dreamina_conn_id)
 
-    def _policy_waiting(self, context: Context) -> Waiting:
-        from airflow_provider_dreamina.polling import Waiting, WaitPolicy
-
+    def _waiting_for(self, context: Context) -> Waiting:
+        """This wait's state: the checked request id and what the policy has seen of it."""
         if self._waiting is None:
-            from airflow_provider_dreamina.exceptions import DreaminaError
             from airflow_provider_dreamina.outcome import fail_or_raise
+            from airflow_provider_dreamina.polling import Waiting, WaitPolicy
             from airflow_provider_dreamina.runcomfy.calls import check_request_id
 
             try:
@@ -103,11 +103,10 @@ class DreaminaRequestSensor(BaseSensorOperator):
         return self._waiting
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_dreamina.exceptions import DreaminaError
         from airflow_provider_dreamina.outcome import fail_or_raise
         from airflow_provider_dreamina.polling import poll_once
 
-        waiting = self._policy_waiting(context)
+        waiting = self._waiting_for(context)
         try:
             result, delay = poll_once(self.hook, waiting)
         except DreaminaError as error:
@@ -152,7 +151,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
         self.defer(
             trigger=DreaminaRequestTrigger(
-                request_id=self._policy_waiting(context).request_id,
+                request_id=self._waiting_for(context).request_id,
                 dreamina_conn_id=self.dreamina_conn_id,
                 poll_interval=self.poke_interval,
                 deadline=time.time() + self.timeout,
@@ -168,28 +167,19 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
     def _execute_polling(self, context: Context) -> Any:
         """Airflow's poke loop; at its timeout, a queued request is cancelled as on every path."""
+        from airflow_provider_dreamina.polling import try_cancel
+
         try:
             return super().execute(context)
         except AirflowSensorTimeout as timeout:
             waiting = self._waiting
             if waiting is None:
                 raise
-            cancelled = self._cancel() if waiting.cancel_now else None
+            cancelled = try_cancel(self.hook, waiting.request_id) if waiting.cancel_now else None
             raise timeout from waiting.timed_out(cancelled)
-
-    def _cancel(self) -> bool:
-        from airflow_provider_dreamina.exceptions import DreaminaError
-
-        assert self._waiting is not None
-        try:
-            return self.hook.cancel(self._waiting.request_id)
-        except DreaminaError as error:
-            self.log.warning("Could not cancel request %s: %s", self._waiting.request_id, error)
-            return False
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Finish after the trigger fired: the same outcome as a poke that saw the end."""
-        from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTimeoutError
         from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
 
         try:

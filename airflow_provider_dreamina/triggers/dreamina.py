@@ -123,7 +123,4 @@ class DreaminaRequestTrigger(BaseTrigger):
         """Cancel the request when the user kills the deferred task (called by Airflow 3.3+)."""
         if self.cancel_on_kill:
             self.log.info("Task was killed: cancelling request %s", self.request_id)
-            try:
-                await self._hook().acancel(self.request_id)
-            except DreaminaError as error:
-                self.log.warning("Could not cancel request %s: %s", self.request_id, error)
+            await polling.atry_cancel(self._hook(), self.request_id)
