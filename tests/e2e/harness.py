@@ -430,7 +430,13 @@ class Airflow:
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         """Clear a task instance as a user does in the UI, so that it runs again."""
-        body = {"dry_run": False, "task_ids": [task_id], "dag_run_id": run_id, "reset_dag_runs": True}
+        body = {
+            "dry_run": False,
+            "task_ids": [task_id],
+            "dag_run_id": run_id,
+            "only_failed": False,
+            "reset_dag_runs": True,
+        }
         answer: dict[str, Any] = self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json=body).json()
         instances: list[dict[str, Any]] = answer["task_instances"]
         return instances

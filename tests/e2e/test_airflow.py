@@ -246,7 +246,9 @@ def test_a_retry_after_the_trigger_gives_up_reattaches_instead_of_paying_again(e
     run_id = airflow.trigger_dag(dag_id)
 
     run = airflow.wait_for_run(dag_id, run_id, timeout=120)
-    assert run["state"] == "success", airflow.describe_run(dag_id, run_id)
+    described = airflow.describe_run(dag_id, run_id)
+    logs = "\n".join(airflow.task_log(dag_id, run_id, "generate", try_number=n)[-3000:] for n in (1, 2))
+    assert run["state"] == "success", f"{described}\n{logs}"
     counters = emulator.counters()
     assert counters["submissions"] == 1
     assert counters["faults_injected"] == tolerated + 1
@@ -333,15 +335,18 @@ def test_a_clear_follows_on_clear(e2e: Stack, on_clear: str, submissions: int) -
     airflow, emulator = e2e.airflow, e2e.emulator
     dag_id = f"dreamina_e2e_clear_{on_clear}"
     run_id = airflow.trigger_dag(dag_id)
-    assert airflow.wait_for_run(dag_id, run_id, timeout=120)["state"] == "success"
+    run = airflow.wait_for_run(dag_id, run_id, timeout=120)
+    assert run["state"] == "success", airflow.task_log(dag_id, run_id, "generate")[-2500:]
     first = return_value(airflow, dag_id, run_id, "generate")["request_id"]
 
     airflow.clear_task(dag_id, run_id, "generate")
-    run = airflow.wait_for_run(dag_id, run_id, timeout=120)
-    assert run["state"] == "success", airflow.describe_run(dag_id, run_id)
+    # The clear is done once the task has run again: a second try that ended.
+    airflow.wait_for_task_state(dag_id, run_id, "generate", ("success", "failed"), timeout=120)
+    instance = airflow.task_instance(dag_id, run_id, "generate")
+    log = airflow.task_log(dag_id, run_id, "generate", try_number=2)
+    assert (instance["try_number"], instance["state"]) == (2, "success"), log[-3000:]
     assert emulator.counters()["submissions"] == submissions
     again = return_value(airflow, dag_id, run_id, "generate")["request_id"]
-    log = airflow.task_log(dag_id, run_id, "generate", try_number=2)
     if on_clear == "reuse":
         assert again == first
         assert f"reusing request {first}" in log and "on_clear='regenerate'" in log
