@@ -140,3 +140,15 @@ class DreaminaDownloadError(DreaminaError):
         super().__init__(message)
         self.url = url
         self.retryable = retryable
+
+
+class DreaminaInvalidVideoError(DreaminaDownloadError):
+    """An output that claims to be a video is not one: an HTML page, a truncated file, no video track.
+
+    Retryable: a CDN answering with an error page or cutting a body short usually does not do it twice.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, url: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, url=url, retryable=retryable)

@@ -153,8 +153,16 @@ def test_chunks_stay_bounded_for_huge_files() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"),
-    [((640, 480), (1920, 1440)), ((480, 640), (1440, 1920)), ((1000, 999), (1920, 1918))],
+    ("size", "long_side", "expected"),
+    [
+        ((640, 480), 1920, (1920, 1440)),
+        ((480, 640), 1920, (1440, 1920)),
+        ((1000, 999), 1920, (1920, 1918)),
+        ((768, 512), 640, (640, 426)),
+        ((4096, 1366), 640, (640, 214)),
+    ],
 )
-def test_output_keeps_the_input_aspect_ratio(size: tuple[int, int], expected: tuple[int, int]) -> None:
-    assert output_dimensions(*size) == expected
+def test_output_keeps_the_input_aspect_ratio(
+    size: tuple[int, int], long_side: int, expected: tuple[int, int]
+) -> None:
+    assert output_dimensions(*size, long_side) == expected
