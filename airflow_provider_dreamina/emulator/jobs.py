@@ -348,6 +348,8 @@ class Emulator:
             "bytes_served": counters.bytes_served,
             "faults_injected": counters.faults_injected,
             "cancellations": counters.cancellations,
+            # Renders started since the process began: the cache outlives `reset`.
+            "renders": self.renders.renders,
         }
 
     def describe_jobs(self, now: float) -> list[dict[str, Any]]:
