@@ -32,7 +32,12 @@ ENCODER_THREADS = 2
 ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
 CACHE_BYTES = 256 * 1024 * 1024
 CACHE_ENTRIES = 64
+_LUMA_RANGE = [16 + value * 219 // 255 for value in range(256)]
+_CHROMA_RANGE = [16 + value * 224 // 255 for value in range(256)]
 MOVES = ("zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down")
+
+
+Box = tuple[float, float, float, float]
 
 
 class RendererUnavailable(RuntimeError):
@@ -87,7 +92,7 @@ class CameraMove:
     zoom: tuple[float, float]
     centre: tuple[tuple[float, float], tuple[float, float]]
 
-    def box(self, progress: float, width: int, height: int) -> tuple[float, float, float, float]:
+    def box(self, progress: float, width: int, height: int) -> Box:
         """The part of a `width` x `height` image the camera shows at `progress` (0 to 1)."""
         # Smoothstep: the camera eases in and out instead of jerking at the first and last frame.
         eased = progress * progress * (3 - 2 * progress)
@@ -135,10 +140,11 @@ def render(request: RenderRequest) -> bytes:
     with Image.open(io.BytesIO(request.image)) as opened:
         source = opened.convert("RGB")
     width, height = output_dimensions(source.width, source.height, request.long_side)
-    # Frames are cut from a copy just large enough for the deepest zoom, so each cut is cheap.
+    # Frames are cut from planes just large enough for the deepest zoom, so each cut is cheap.
     working = source.resize(
         (round(width * MAX_ZOOM), round(height * MAX_ZOOM)), Image.Resampling.LANCZOS, reducing_gap=2.0
     )
+    planes = _yuv_planes(working)
     move = camera_move(request)
     last = max(request.frames - 1, 1)
     # Faststart moves the index in a second pass that reopens the file by name: a path, not a buffer.
@@ -150,12 +156,41 @@ def render(request: RenderRequest) -> bytes:
             stream.codec_context.thread_count = ENCODER_THREADS
             for index in range(request.frames):
                 box = move.box(index / last, working.width, working.height)
-                picture = working.resize((width, height), Image.Resampling.BILINEAR, box=box)
-                frame = av.VideoFrame.from_image(picture).reformat(format="yuv420p")
+                frame = av.VideoFrame(width, height, "yuv420p")
+                for target, plane in zip(frame.planes, planes, strict=True):
+                    _cut(plane, box, working.size, target)
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
         with open(path, "rb") as rendered:
             return rendered.read()
+
+
+def _yuv_planes(image: Image.Image) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """The image as the encoder takes it: Y at full size, Cb and Cr at half, BT.601 limited range.
+
+    Cutting each frame from these, instead of converting every frame from RGB, takes a third of the
+    time. Pillow's YCbCr is full range (JPEG's); H.264 players expect 16-235 luma, 16-240 chroma.
+    """
+    luma, blue, red = image.convert("YCbCr").split()
+    half = ((image.width + 1) // 2, (image.height + 1) // 2)
+    return (
+        luma.point(_LUMA_RANGE),
+        blue.resize(half, Image.Resampling.BILINEAR).point(_CHROMA_RANGE),
+        red.resize(half, Image.Resampling.BILINEAR).point(_CHROMA_RANGE),
+    )
+
+
+def _cut(plane: Image.Image, box: Box, size: tuple[int, int], target: Any) -> None:
+    """Fill one plane of a frame with what `box`, in pixels of an image of `size`, shows of `plane`."""
+    scale_x, scale_y = plane.width / size[0], plane.height / size[1]
+    left, top, right, bottom = box
+    picture = plane.resize(
+        (target.width, target.height),
+        Image.Resampling.BILINEAR,
+        box=(left * scale_x, top * scale_y, right * scale_x, bottom * scale_y),
+    )
+    # FFmpeg may pad each row: cropping past the right edge adds that padding as zeros.
+    target.update(picture.crop((0, 0, target.line_size, target.height)).tobytes())
 
 
 class RenderCache:
