@@ -21,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the API token clients must send")
     parser.add_argument("--queue-seconds", type=float, help="time each job waits in the queue")
     parser.add_argument("--run-seconds", type=float, help="time each job runs")
-    parser.add_argument("--output-bytes", type=int, help="size of each generated MP4")
+    parser.add_argument(
+        "--output-bytes", type=int, help="serve synthetic MP4s of this size instead of rendering videos"
+    )
     parser.add_argument(
         "--config", default="{}", help="further startup settings as a JSON object, as POST /_emulator/config"
     )
