@@ -181,7 +181,7 @@ def _read_sample_sizes(data: bytes, boxes: dict[bytes, tuple[int, int]], track: 
         if not 1 <= first_chunk <= last_chunk + 1 or last_chunk > chunks:
             raise Corrupt("the sample-to-chunk table points outside the chunk table")
         for chunk in range(first_chunk, last_chunk + 1):
-            taken = min(per_chunk, count - sample)
+            taken = max(0, min(per_chunk, count - sample))
             chunk_bytes = constant * taken if sizes is None else sum(sizes[sample : sample + taken])
             data_end = max(data_end, offsets[chunk - 1] + chunk_bytes)
             sample += taken
