@@ -45,7 +45,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"invalid settings: {error}")
 
     # Imported here so that `--help` and bad arguments answer without loading FastAPI and uvicorn.
+    from airflow_provider_dreamina.emulator.render import RendererUnavailable, require_renderer
     from airflow_provider_dreamina.emulator.server import serve
+
+    if startup.output_bytes is None:
+        try:
+            require_renderer()
+        except RendererUnavailable as error:
+            # Before listening, so `run_emulator` fails at once and shows this in its error.
+            parser.exit(1, f"emulator: {error}\n")
 
     serve(arguments.host, arguments.port, startup)
 

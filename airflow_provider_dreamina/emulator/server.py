@@ -33,7 +33,7 @@ from airflow_provider_dreamina.emulator.media import (
     parse_range,
     sample_png,
 )
-from airflow_provider_dreamina.emulator.render import RendererUnavailable, require_renderer
+from airflow_provider_dreamina.emulator.render import RendererUnavailable
 from airflow_provider_dreamina.emulator.settings import (
     MODEL_ID,
     EmulatorConfig,
@@ -616,15 +616,7 @@ class _AnnouncingServer(uvicorn.Server):
 
 
 def serve(host: str, port: int, startup: EmulatorConfig) -> None:
-    """Run the emulator in the foreground until SIGINT or SIGTERM.
-
-    :raises SystemExit: saying what to install, when outputs are rendered and PyAV is missing.
-    """
-    if startup.output_bytes is None:
-        try:
-            require_renderer()
-        except RendererUnavailable as error:
-            raise SystemExit(f"emulator: {error}") from None
+    """Run the emulator in the foreground until SIGINT or SIGTERM."""
     _raise_open_file_limit()
     sample_png()  # build it before the first request instead of inside one
     emulator = Emulator(startup)

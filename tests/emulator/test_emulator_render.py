@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from airflow_provider_dreamina.emulator import MODEL_ID, EmulatorHandle
+from airflow_provider_dreamina.emulator.__main__ import main
 from airflow_provider_dreamina.emulator.jobs import Emulator
 from airflow_provider_dreamina.emulator.render import (
     INSTALL_HINT,
@@ -23,7 +24,7 @@ from airflow_provider_dreamina.emulator.render import (
     camera_move,
     require_renderer,
 )
-from airflow_provider_dreamina.emulator.server import EmulatorApp, serve
+from airflow_provider_dreamina.emulator.server import EmulatorApp
 from airflow_provider_dreamina.emulator.settings import DEFAULT_TOKEN, EmulatorConfig
 from airflow_provider_dreamina.video import inspect_file
 from tests.video_samples import top_level_boxes
@@ -183,7 +184,9 @@ def test_moves_differ_between_outputs_of_one_job() -> None:
     assert len({camera_move(request) for request in requests}) == 20
 
 
-def test_without_pyav_the_emulator_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_pyav_the_emulator_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "av", None)
 
     with pytest.raises(RendererUnavailable) as info:
@@ -193,8 +196,9 @@ def test_without_pyav_the_emulator_says_what_to_install(monkeypatch: pytest.Monk
 
     # At start-up, before it listens: `run_emulator` shows this in its error.
     with pytest.raises(SystemExit) as stopped:
-        serve("127.0.0.1", 0, EmulatorConfig())
-    assert INSTALL_HINT in str(stopped.value.code)
+        main(["--port", "0"])
+    assert stopped.value.code == 1
+    assert INSTALL_HINT in capsys.readouterr().err
 
 
 async def test_without_pyav_a_download_answers_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
