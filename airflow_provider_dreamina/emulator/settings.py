@@ -42,7 +42,7 @@ class EmulatorConfig(BaseModel):
     # that many bytes (a valid index over filler frames, no rendering), for large-output benchmarks.
     output_bytes: int | None = Field(None, ge=0, le=MAX_OUTPUT_BYTES)
     # Long side of every output in pixels; the short side follows the input image's aspect ratio.
-    output_long_side: int = Field(DEFAULT_LONG_SIDE, ge=16, le=4096)
+    output_long_side: int = Field(DEFAULT_LONG_SIDE, ge=64, le=4096)
     output_url_ttl: float | None = Field(None, gt=0)
     extra_fields: bool = False
     message_field: MessageField = "error_message"
