@@ -71,12 +71,12 @@ demo-ui: install
 e2e: install
 	$(BIN)/pytest -m e2e tests/e2e
 
-# All four benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
+# All five benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
-.PHONY: bench-trigger bench-download bench-parse bench-soak
+.PHONY: bench-trigger bench-download bench-parse bench-soak bench-video
 
 bench-trigger: install
 	$(BIN)/python benchmarks/trigger_scale.py
@@ -89,6 +89,9 @@ bench-parse: install
 
 bench-soak: install
 	$(BIN)/python benchmarks/soak.py
+
+bench-video: install
+	$(BIN)/python benchmarks/video.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build

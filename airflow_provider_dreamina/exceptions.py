@@ -161,6 +161,21 @@ class DreaminaDownloadInterruptedError(DreaminaDownloadError):
     retryable = True
 
 
+class DreaminaInvalidVideoError(DreaminaDownloadError):
+    """An output that claims to be a video is not one: an HTML page, a truncated file, no video track.
+
+    Retryable: a CDN answering with an error page or cutting a body short usually does not do it twice.
+    """
+
+    retryable = True
+
+
+class DreaminaVideoIndexTooLargeError(DreaminaInvalidVideoError):
+    """A video's index (its ``moov`` box) is larger than the provider reads: the same file fails again."""
+
+    retryable = False
+
+
 #: Old names: the provider calls every generation on RunComfy a *request*.
 DreaminaJobFailedError = DreaminaRequestFailedError
 DreaminaJobCancelledError = DreaminaRequestCancelledError

@@ -16,7 +16,7 @@ import time
 import _common as common
 
 # Cheapest first, so a broken setup shows early; the soak, which starts Airflow, last.
-BENCHMARKS = ("parse_cost", "download", "trigger_scale", "soak")
+BENCHMARKS = ("parse_cost", "download", "video", "trigger_scale", "soak")
 BUDGET_SECONDS = 15 * 60
 
 

@@ -21,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the API token clients must send")
     parser.add_argument("--queue-seconds", type=float, help="time each job waits in the queue")
     parser.add_argument("--run-seconds", type=float, help="time each job runs")
-    parser.add_argument("--output-bytes", type=int, help="size of each generated MP4")
+    parser.add_argument(
+        "--output-bytes", type=int, help="serve synthetic MP4s of this size instead of rendering videos"
+    )
     parser.add_argument(
         "--config", default="{}", help="further startup settings as a JSON object, as POST /_emulator/config"
     )
@@ -43,7 +45,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"invalid settings: {error}")
 
     # Imported here so that `--help` and bad arguments answer without loading FastAPI and uvicorn.
+    from airflow_provider_dreamina.emulator.render import RendererUnavailable, require_renderer
     from airflow_provider_dreamina.emulator.server import serve
+
+    if startup.output_bytes is None:
+        try:
+            require_renderer()
+        except RendererUnavailable as error:
+            # Before listening, so `run_emulator` fails at once and shows this in its error.
+            parser.exit(1, f"emulator: {error}\n")
 
     serve(arguments.host, arguments.port, startup)
 

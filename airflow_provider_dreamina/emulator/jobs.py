@@ -5,6 +5,7 @@ Job states are derived from timestamps when asked, so thousands of jobs cost no 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -15,7 +16,14 @@ from typing import Any, Literal
 
 from pydantic import JsonValue
 
-from airflow_provider_dreamina.emulator.media import VideoFile, build_video, output_dimensions
+from airflow_provider_dreamina.emulator.media import (
+    RenderedFile,
+    ServedVideo,
+    VideoFile,
+    build_video,
+    output_dimensions,
+)
+from airflow_provider_dreamina.emulator.render import RenderCache, RenderRequest
 from airflow_provider_dreamina.emulator.settings import (
     EmulatorConfig,
     Endpoint,
@@ -53,7 +61,11 @@ class Job:
     created_at: float
     started_at: float
     finished_at: float
-    output_bytes: int
+    # None: rendered from the input image; a size: a synthetic MP4 of that size.
+    output_bytes: int | None
+    output_long_side: int
+    # The submitted seed, or the one drawn for it when the submission asked for a random one (-1).
+    render_seed: int
     charged_usd: float
     cost_usd: float
     cancelled_at: float | None = None
@@ -94,11 +106,23 @@ class Job:
     def error(self) -> JsonValue:
         return DEFAULT_FAILURE if self.script.error is None else self.script.error
 
-    def video(self, name: str) -> VideoFile:
-        width, height = output_dimensions(self.input.image_width, self.input.image_height)
+    def render_request(self, name: str) -> RenderRequest:
+        return RenderRequest(
+            image=self.input.image,
+            prompt=self.input.prompt,
+            seed=self.render_seed,
+            frames=self.input.frames,
+            long_side=self.output_long_side,
+            variant=self.output_names.index(name),
+        )
+
+    def synthetic_video(self, name: str, total_bytes: int) -> VideoFile:
+        width, height = output_dimensions(
+            self.input.image_width, self.input.image_height, self.output_long_side
+        )
         seed = int.from_bytes(hashlib.sha256(f"{self.request_id}/{name}".encode()).digest()[:8], "big")
         return build_video(
-            total_bytes=self.output_bytes,
+            total_bytes=total_bytes,
             frames=self.input.frames,
             width=width,
             height=height,
@@ -159,18 +183,24 @@ class Emulator:
 
     def __init__(self, startup: EmulatorConfig) -> None:
         self._startup = startup
+        # Outlives `reset`: a render depends only on its input, so tests after a reset reuse it.
+        self.renders = RenderCache()
         self.reset()
 
     def reset(self) -> None:
         """Forget jobs, faults, scripts and counts, and restore the startup configuration."""
         self.config = self._startup.model_copy(deep=True)
         self._random = random.Random(self.config.seed)
+        # Apart from `_random`, so drawing seeds leaves the sequence of injected faults unchanged.
+        self._seeds = random.Random(self.config.seed)
         self.jobs: dict[str, Job] = {}
         # Jobs that may still be queued, in submission order; finished ones are pruned when seen.
         self._queue: list[Job] = []
         self._faults: list[_ActiveFault] = []
         self._scripts: deque[_PendingScript] = deque()
         self._inputs_seen: Counter[str] = Counter()
+        # One copy of each distinct input image, however many jobs were made from it.
+        self._images: dict[str, bytes] = {}
         self.counters = Counters()
 
     def configure(self, update: dict[str, JsonValue]) -> EmulatorConfig:
@@ -181,6 +211,7 @@ class Emulator:
         self.config = EmulatorConfig.model_validate({**self.config.model_dump(), **update})
         if "seed" in update:
             self._random = random.Random(self.config.seed)
+            self._seeds = random.Random(self.config.seed)
         return self.config
 
     def count_call(self, endpoint: Endpoint, request_id: str | None = None) -> None:
@@ -252,23 +283,36 @@ class Emulator:
         ).hexdigest()
         self._inputs_seen[input_key] += 1
         self.counters.submissions += 1
+        image = self._images.setdefault(hashlib.sha256(submitted.image).hexdigest(), submitted.image)
+        render_seed = submitted.seed if submitted.seed != -1 else self._seeds.randrange(2**31)
         job = Job(
             request_id=str(uuid.uuid4()),
             model_id=model_id,
             sequence=self.counters.submissions,
             submit_count=self._inputs_seen[input_key],
-            input=submitted,
+            input=dataclasses.replace(submitted, image=image),
             script=script,
             created_at=now,
             started_at=now + queue_seconds,
             finished_at=now + queue_seconds + run_seconds,
             output_bytes=script.output_bytes if script.output_bytes is not None else config.output_bytes,
+            output_long_side=config.output_long_side,
+            render_seed=render_seed,
             charged_usd=config.price_usd,
             cost_usd=script.cost if script.cost is not None else config.price_usd,
         )
         self.jobs[job.request_id] = job
         self._queue.append(job)
         return job
+
+    async def output(self, job: Job, name: str) -> ServedVideo:
+        """One output of a finished job: rendered (once per distinct input) or synthetic.
+
+        :raises RendererUnavailable: when it must be rendered and PyAV is missing.
+        """
+        if job.output_bytes is not None:
+            return job.synthetic_video(name, job.output_bytes)
+        return RenderedFile(await self.renders.get(job.render_request(name)))
 
     def queue_position(self, job: Job, now: float) -> int:
         """1-based position among jobs still queued, counting only those submitted earlier."""
@@ -304,6 +348,8 @@ class Emulator:
             "bytes_served": counters.bytes_served,
             "faults_injected": counters.faults_injected,
             "cancellations": counters.cancellations,
+            # Renders started since the process began: the cache outlives `reset`.
+            "renders": self.renders.renders,
         }
 
     def describe_jobs(self, now: float) -> list[dict[str, Any]]:

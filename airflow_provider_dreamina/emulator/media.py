@@ -1,4 +1,4 @@
-"""Bytes the emulator serves or inspects: generated MP4 outputs and input images."""
+"""Bytes the emulator serves or inspects: outputs (rendered or synthetic MP4s) and input images."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -29,7 +30,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 FRAMES_PER_SECOND = 24
-OUTPUT_LONG_SIDE = 1920
 CHUNK_BYTES = 256 * 1024
 _TILE_BYTES = 1024 * 1024
 # Seconds between 1904-01-01 (the MP4 epoch) and 1970-01-01.
@@ -109,9 +109,12 @@ def generated_image(width: int, height: int, image_format: str, pad_bytes: int =
     return buffer.getvalue()
 
 
-def output_dimensions(width: int, height: int) -> tuple[int, int]:
-    """Output size for an input: the input's aspect ratio with the long side at 1920, both sides even."""
-    scale = OUTPUT_LONG_SIDE / max(width, height)
+def output_dimensions(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Output size for an input: the input's aspect ratio with the given long side, both sides even.
+
+    Even, because H.264 in 4:2:0 stores colour at half resolution in both directions.
+    """
+    scale = long_side / max(width, height)
     return (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
 
 
@@ -122,9 +125,35 @@ def _tile() -> bytes:
     return tile + tile[:CHUNK_BYTES]
 
 
+class ServedVideo(Protocol):
+    """An output as the download endpoint serves it: a size and any byte range of it."""
+
+    @property
+    def size(self) -> int: ...
+
+    def iter_range(self, start: int, end: int) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """A rendered output, held in memory (renders are small) and served in bounded chunks."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
+        """Yield the bytes from `start` up to, not including, `end`, in chunks of at most CHUNK_BYTES."""
+        view = memoryview(self.data)
+        for position in range(start, end, CHUNK_BYTES):
+            yield bytes(view[position : min(position + CHUNK_BYTES, end)])
+
+
 @dataclass(frozen=True)
 class VideoFile:
-    """A generated MP4 (ftyp, moov, mdat) produced on demand, so its size costs no memory."""
+    """A synthetic MP4 (ftyp, moov, mdat) produced on demand, so its size costs no memory."""
 
     head: bytes
     payload_bytes: int
@@ -152,7 +181,10 @@ class VideoFile:
 def build_video(
     *, total_bytes: int, frames: int, width: int, height: int, created_at: float, seed: int
 ) -> VideoFile:
-    """Lay out an MP4 of `total_bytes` (or the smallest valid size above it) with one video track."""
+    """Lay out an MP4 of `total_bytes` (or the smallest valid size above it) with one video track.
+
+    Its index is valid but its frames are filler: what large-output benchmarks need, at no render cost.
+    """
     moov_bytes = len(_moov(frames, width, height, created_at, sample_sizes=[0] * frames, chunk_offset=0))
     mdat_header_bytes = 8
     payload_bytes = max(total_bytes - len(_FTYP) - moov_bytes - mdat_header_bytes, frames)

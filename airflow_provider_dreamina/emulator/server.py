@@ -28,11 +28,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from airflow_provider_dreamina.emulator.jobs import FINISHED, Emulator, Job
 from airflow_provider_dreamina.emulator.media import (
     RangeNotSatisfiable,
-    VideoFile,
+    ServedVideo,
     generated_image,
     parse_range,
     sample_png,
 )
+from airflow_provider_dreamina.emulator.render import RendererUnavailable
 from airflow_provider_dreamina.emulator.settings import (
     MODEL_ID,
     EmulatorConfig,
@@ -449,7 +450,10 @@ class EmulatorApp:
         if job is None or job.state(time.time()) != "succeeded" or filename not in job.output_names:
             return self._error(request, 404, f"No output {filename!r} for request {request_id!r}")
 
-        video = job.video(filename)
+        try:
+            video = await self.emulator.output(job, filename)
+        except RendererUnavailable as error:
+            return self._error(request, 500, str(error))
         try:
             wanted = parse_range(request.headers.get("range"), video.size)
         except RangeNotSatisfiable as error:
@@ -470,7 +474,7 @@ class EmulatorApp:
         )
 
     async def _stream(
-        self, request: Request, video: VideoFile, start: int, end: int, truncate_at: int | None
+        self, request: Request, video: ServedVideo, start: int, end: int, truncate_at: int | None
     ) -> AsyncIterator[bytes]:
         connection = _connection(request)
         stop = end if truncate_at is None else truncate_at

@@ -22,6 +22,8 @@ OutputKey = Literal["video", "videos", "image", "images"]
 MessageField = Literal["error_message", "message", "error", "detail"]
 
 DOWNLOAD_ONLY_FAULTS = frozenset({"truncate", "expired"})
+# Small enough that a 241-frame render takes a couple of seconds on 2 cores.
+DEFAULT_LONG_SIDE = 640
 # Bigger outputs would overflow the 32-bit per-frame sizes of the generated MP4's sample table.
 MAX_OUTPUT_BYTES = 2**38
 
@@ -36,7 +38,11 @@ class EmulatorConfig(BaseModel):
     queue_seconds: float = Field(1.0, ge=0)
     run_seconds: float = Field(2.0, ge=0)
     run_seconds_range: tuple[float, float] | None = None
-    output_bytes: int = Field(256 * 1024, ge=0, le=MAX_OUTPUT_BYTES)
+    # None renders a real H.264 video from the input image; a size serves a synthetic MP4 of exactly
+    # that many bytes (a valid index over filler frames, no rendering), for large-output benchmarks.
+    output_bytes: int | None = Field(None, ge=0, le=MAX_OUTPUT_BYTES)
+    # Long side of every output in pixels; the short side follows the input image's aspect ratio.
+    output_long_side: int = Field(DEFAULT_LONG_SIDE, ge=64, le=4096)
     output_url_ttl: float | None = Field(None, gt=0)
     extra_fields: bool = False
     message_field: MessageField = "error_message"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 import httpx
@@ -29,7 +29,7 @@ class ErrorDetail(TypedDict):
 
 @dataclass(frozen=True)
 class SubmittedInput:
-    """A submission that passed every rule, with the input image's dimensions."""
+    """A submission that passed every rule, with the input image's dimensions and bytes."""
 
     prompt: str
     image_url: str
@@ -37,6 +37,8 @@ class SubmittedInput:
     frames: int
     image_width: int
     image_height: int
+    # What the output is rendered from.
+    image: bytes = field(default=b"", repr=False)
 
 
 class ImageFetchError(Exception):
@@ -169,4 +171,4 @@ async def validate_submission(body: bytes, fetcher: ImageFetcher) -> SubmittedIn
     check = check_image(image)
     if check.problems or check.width is None or check.height is None:
         return [_error("image_urls", problem.message, problem.kind) for problem in check.problems]
-    return SubmittedInput(prompt, image_url, seed, frames, check.width, check.height)
+    return SubmittedInput(prompt, image_url, seed, frames, check.width, check.height, image)

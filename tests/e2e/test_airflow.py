@@ -24,6 +24,8 @@ from packaging.version import Version
 from airflow_provider_dreamina.emulator import EmulatorHandle, run_emulator
 from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+from airflow_provider_dreamina.video import inspect_file
+from airflow_provider_dreamina.video_decode import decode_all
 from tests.e2e.harness import Airflow, marked_processes, run_airflow
 
 pytestmark = pytest.mark.e2e
@@ -96,13 +98,16 @@ def local_path(uri: str) -> Path:
 
 
 def check_video(uri: str) -> dict[str, Any]:
-    """The stored MP4 is whole and matches its manifest; returns the manifest."""
+    """The stored MP4 is whole, plays, and matches its manifest; returns the manifest."""
     video = local_path(uri)
     data = video.read_bytes()
     manifest: dict[str, Any] = json.loads(video.with_name(video.name + MANIFEST_SUFFIX).read_text())
     assert data[4:8] == b"ftyp", f"{video} does not start with an MP4 ftyp box"
-    assert len(data) == manifest["bytes"] > 100_000
+    assert len(data) == manifest["bytes"]
     assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
+    facts = inspect_file(video)
+    assert (facts.frames, facts.fps) == (manifest["frames"], 24.0)
+    assert decode_all(video) == manifest["frames"]
     assert manifest["stored_uri"] == uri
     return manifest
 

@@ -10,11 +10,13 @@ from PIL import Image
 
 from airflow_provider_dreamina.emulator.media import (
     BAD_RATIO,
+    CHUNK_BYTES,
     MAX_IMAGE_BYTES,
     TOO_SMALL,
     TOO_WIDE,
     UNREADABLE,
     RangeNotSatisfiable,
+    RenderedFile,
     build_video,
     check_image,
     output_dimensions,
@@ -153,8 +155,27 @@ def test_chunks_stay_bounded_for_huge_files() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"),
-    [((640, 480), (1920, 1440)), ((480, 640), (1440, 1920)), ((1000, 999), (1920, 1918))],
+    ("size", "long_side", "expected"),
+    [
+        ((640, 480), 1920, (1920, 1440)),
+        ((480, 640), 1920, (1440, 1920)),
+        ((1000, 999), 1920, (1920, 1918)),
+        ((768, 512), 640, (640, 426)),
+        ((4096, 1366), 640, (640, 214)),
+    ],
 )
-def test_output_keeps_the_input_aspect_ratio(size: tuple[int, int], expected: tuple[int, int]) -> None:
-    assert output_dimensions(*size) == expected
+def test_output_keeps_the_input_aspect_ratio(
+    size: tuple[int, int], long_side: int, expected: tuple[int, int]
+) -> None:
+    assert output_dimensions(*size, long_side) == expected
+
+
+def test_a_rendered_file_serves_any_range_in_bounded_chunks() -> None:
+    data = bytes(range(256)) * 5000
+    rendered = RenderedFile(data)
+
+    for start, end in [(0, len(data)), (1, 2), (CHUNK_BYTES - 1, CHUNK_BYTES + 1), (1000, 1000)]:
+        chunks = list(rendered.iter_range(start, end))
+        assert b"".join(chunks) == data[start:end]
+        assert all(0 < len(chunk) <= CHUNK_BYTES for chunk in chunks)
+    assert rendered.size == len(data)
