@@ -167,6 +167,14 @@ class Destination:
             while chunk := handle.read(READ_CHUNK_SIZE):
                 yield chunk
 
+    def open_read(self, name: str) -> IO[bytes]:
+        """A stored file, opened for reading (seekable)."""
+        return self._open_read(name)
+
+    def remove(self, name: str) -> None:
+        """Remove a stored file if it exists; a failure to do so is logged, not raised."""
+        self._remove_quietly(name)
+
     def partial(self, name: str) -> PartialFile:
         """A new temporary file, to be committed under ``name`` (or another name) once complete."""
         return PartialFile(self, name)

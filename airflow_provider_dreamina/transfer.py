@@ -1,9 +1,10 @@
 """The verified, resumable, bounded download of one output into a sink.
 
 Memory stays constant: each piece goes to the sink as it arrives, counted against
-``Content-Length`` and hashed with SHA-256. A transfer broken midway resumes with an HTTP
-``Range`` request (or starts again from zero when the server cannot resume). This module never
-calls RunComfy's API: when an output URL has expired it asks the caller's ``fresh_url``.
+``Content-Length``, hashed with SHA-256 and, when the output claims to be an MP4 video, checked as
+one on the way (``video.VideoInspector``: the index is kept, frames are not). A transfer broken
+midway resumes with an HTTP ``Range`` request (or starts again from zero when the server cannot
+resume). This module never calls RunComfy's API: when an output URL has expired it asks the caller's ``fresh_url``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaDownloadInterruptedError
 from airflow_provider_dreamina.redaction import url_without_query, without_queries
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy, parse_retry_after
+from airflow_provider_dreamina.video import VideoInspector, claims_video
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class DownloadedOutput(BaseModel):
     restarted: int = 0
     #: Whether the URL expired and was replaced by a fresh one.
     refreshed: bool = False
+    #: What the body is as a video (``VideoFacts.as_manifest``), when it claims to be one.
+    video: dict[str, Any] | None = None
 
 
 class _URLExpired(Exception):
@@ -180,6 +184,8 @@ class _Transfer:
         self.resumed = 0
         self.restarted = 0
         self.done = False
+        # Checks, as the bytes stream past, that a body claiming to be a video is one.
+        self.video: VideoInspector | None = None
 
     @property
     def safe_url(self) -> str:
@@ -229,6 +235,9 @@ class _Transfer:
                 self.resumable = False
         self.validator = self.validator or _range_validator(headers)
         self.content_type = self.content_type or headers.get("Content-Type")
+        if self.offset == 0:  # a new body from its first byte: a new check of it
+            claims = claims_video(content_type=self.content_type, name=self.url)
+            self.video = VideoInspector(source=self.safe_url, url=self.safe_url) if claims else None
         end = None if length is None else self.offset + length
         self._check_size(self.expected_total if self.expected_total is not None else end, declared=True)
         # Pieces go to the sink as the network delivers them (httpx reads at most 64 KiB at a
@@ -238,6 +247,8 @@ class _Transfer:
             self._check_size(self.offset + len(piece), declared=False)
             for start in range(0, len(piece), self.chunk_size):
                 part = piece[start : start + self.chunk_size]  # the piece itself when it fits
+                if self.video is not None:
+                    self.video.feed(part)  # an HTML page or a cut-short body fails here, retryable
                 sink.write(part)
                 self.sha256.update(part)
                 self.offset += len(part)
@@ -273,6 +284,7 @@ class _Transfer:
         )
 
     def outcome(self, *, attempts: int, refreshed: bool) -> DownloadedOutput:
+        facts = self.video.finish() if self.video is not None else None
         return DownloadedOutput(
             source_url=self.safe_url,
             size_bytes=self.offset,
@@ -282,6 +294,7 @@ class _Transfer:
             resumed=self.resumed,
             restarted=self.restarted,
             refreshed=refreshed,
+            video=facts.as_manifest() if facts is not None else None,
         )
 
 

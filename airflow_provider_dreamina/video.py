@@ -69,12 +69,19 @@ class VideoFacts:
         return f"{self.duration_seconds:.2f} s, {self.frames} frames, {size} {codec}"
 
 
+#: Content types of the containers this module reads; other video types (WebM...) are not checked.
+MP4_CONTENT_TYPES = frozenset({"video/mp4", "video/quicktime", "video/x-m4v", "video/mp4v-es"})
+
+
 def claims_video(*, content_type: str | None = None, name: str | None = None) -> bool:
-    """Whether an output says it is a video, by its content type (`video/*`) or its extension.
+    """Whether an output says it is an MP4/QuickTime video, by its content type or its extension.
+
+    Dreamina answers MP4. An output of another video type (``video/webm``) is stored unchecked:
+    this module reads ISO-BMFF boxes only.
 
     :param name: a file name, path or URL (its query is ignored).
     """
-    if content_type and content_type.split(";", 1)[0].strip().lower().startswith("video/"):
+    if content_type and content_type.split(";", 1)[0].strip().lower() in MP4_CONTENT_TYPES:
         return True
     if not name:
         return False

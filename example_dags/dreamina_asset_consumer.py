@@ -1,7 +1,7 @@
 """Runs whenever the content pipeline publishes new videos, and writes a summary of them.
 
-The summary (count, total seconds of video, SHA-256 of each file) is read from the manifests the
-download task wrote beside each video (``<video>.json``), and saved as ``summary.json`` in the
+The summary (count, total seconds of video as measured by the download, SHA-256 of each file) is
+read from the manifests the download task wrote beside each video (``<video>.json``), and saved as ``summary.json`` in the
 same folder.
 """
 
@@ -16,8 +16,17 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
 
 DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
-# Dreamina renders 24 frames per second: 121 frames is about 5 s, 241 about 10 s.
+# Only for a manifest written before videos were measured: 121 frames is about 5 s at 24 fps.
 FRAMES_PER_SECOND = 24
+
+
+def video_seconds(manifest: dict[str, Any]) -> float | None:
+    """The video's measured length (the download checked it), else what its frame count implies."""
+    video = manifest.get("video") or {}
+    if isinstance(video.get("duration_seconds"), (int, float)):
+        return round(float(video["duration_seconds"]), 3)
+    frames = manifest.get("frames")
+    return round(int(frames) / FRAMES_PER_SECOND, 2) if frames else None
 
 
 @task
@@ -30,13 +39,12 @@ def summarize(*, triggering_asset_events: Any = None) -> dict[str, Any]:
     for uri in files:
         video = ObjectStoragePath(uri)
         manifest = json.loads(video.with_name(video.name + MANIFEST_SUFFIX).read_text())
-        frames = manifest.get("frames")
         videos.append(
             {
                 "uri": uri,
                 "sha256": manifest["sha256"],
                 "bytes": manifest["bytes"],
-                "seconds": round(int(frames) / FRAMES_PER_SECOND, 2) if frames else None,
+                "seconds": video_seconds(manifest),
             }
         )
     summary: dict[str, Any] = {

@@ -71,6 +71,7 @@ with DAG(
             '{{ {"prompt": params.prompt, "image_url": params.image, "seed": params.seed, '
             '"frames": params.frames} | tojson }}'
         ),
+        poster=True,  # a JPEG of the middle frame beside the video (the `video` extra, PyAV)
         retries=2,
     )
 

@@ -180,3 +180,15 @@ def request_events(request_id: str = "r") -> dict[str, dict[str, Any]]:
         kind: RequestEvent.failed(request_id, error).model_dump(mode="json") for kind, error in errors.items()
     }
     return {"success": RequestEvent.succeeded(result).model_dump(mode="json"), **events}
+
+
+def mp4_body(total_bytes: int, fill: bytes | None = None) -> bytes:
+    """An MP4 of exactly ``total_bytes`` whose index is valid and whose frames are ``fill`` (random
+    by default): what an output host serves, as the download's video check sees it."""
+    import os
+
+    from airflow_provider_dreamina.emulator.media import build_video
+
+    video = build_video(total_bytes=total_bytes, frames=1, width=64, height=64, created_at=0, seed=0)
+    payload = (fill if fill is not None else os.urandom(video.payload_bytes))[: video.payload_bytes]
+    return video.head + payload.ljust(video.payload_bytes, b"\0")

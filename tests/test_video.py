@@ -292,6 +292,8 @@ def test_memory_stays_flat_for_a_1_gib_stream(moov_first: bool) -> None:
         (None, "https://cdn.example/a/output.mov?sig=abc&expires=1", True),
         (None, "clip.m4v", True),
         ("image/png", "output.png", False),
+        ("video/webm", "https://cdn.example/blob", False),  # not a container this module reads
+        ("text/html", "https://cdn.example/output.mp4", True),  # an error page where a video belongs
         ("text/html", "https://cdn.example/output?format=mp4", False),
         (None, None, False),
     ],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import string
 from collections.abc import Sequence
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 
 #: What ``if_exists`` accepts.
 IF_EXISTS_MODES = ("fail", "skip", "overwrite")
+#: What ``verify`` accepts: the container and its index as the bytes stream past, or every frame.
+VERIFY_MODES = ("container", "decode")
+POSTER_SUFFIX = ".jpg"
 #: The manifest beside each stored file is named after it with this suffix added.
 MANIFEST_SUFFIX = ".json"
 _FILENAME_FIELDS = frozenset({"request_id", "index", "ext", "name"})
@@ -54,14 +59,23 @@ class StoredOutput:
     content_type: str | None
     source_url: str
     skipped: bool = False
+    #: ``VideoFacts.as_manifest()`` of a video output.
+    video: dict[str, Any] | None = None
+    #: The poster image stored beside the video (``poster=True``).
+    poster_uri: str | None = None
 
     def event_extra(self) -> dict[str, Any]:
-        return {
+        extra: dict[str, Any] = {
             "uri": self.uri,
             "sha256": self.sha256,
             "bytes": self.size_bytes,
             "content_type": self.content_type,
         }
+        if self.video is not None:
+            extra["video"] = self.video
+        if self.poster_uri is not None:
+            extra["poster"] = self.poster_uri
+        return extra
 
 
 class DreaminaDownloadOperator(BaseOperator):
@@ -91,11 +105,17 @@ class DreaminaDownloadOperator(BaseOperator):
         ``"skip"`` it (its SHA-256 is taken from its manifest or computed), or ``"fail"``.
     :param max_bytes: refuse outputs larger than this, from their headers or while streaming.
     :param write_manifest: write ``<file name>.json`` beside each stored file.
-    :param generation_input: what was submitted (``prompt``, ``seed``, ``frames``, ``image_urls``,
-        ``model_id``), recorded in the manifest, since a result does not repeat it: a dict (its
-        string values are templated), the JSON or Python-literal text a template renders a dict
-        to, or the waiting submit task's returned result (``generate.output``), whose ``input``
-        is used. Inline ``data:`` images are not recorded.
+    :param generation_input: what was submitted, recorded in the manifest since a result does not
+        repeat it: the waiting submit task's result (``generate.output``, a generation record), a
+        dict of input fields (``prompt``, ``seed``, ``frames``, ``image_urls``, ``model_id``; its
+        string values are templated), or the JSON text of either (``| tojson``). Inline ``data:``
+        images and signed query strings are never recorded.
+    :param verify: ``"container"`` (default) checks, as the bytes stream past, that an output that
+        claims to be a video is an MP4/QuickTime file with an index and a video track, and records
+        its facts (duration, frames, fps, size, codec) in the manifest; ``"decode"`` also decodes
+        every frame (needs the ``video`` extra, PyAV). A body that fails is not stored.
+    :param poster: also store ``<video name>.jpg``, a frame from the middle (``video`` extra),
+        listed in the manifest and the asset event.
     """
 
     template_fields: Sequence[str] = (
@@ -119,6 +139,8 @@ class DreaminaDownloadOperator(BaseOperator):
         max_bytes: int | None = None,
         write_manifest: bool = True,
         generation_input: dict[str, Any] | str | None = None,
+        verify: str = "container",
+        poster: bool = False,
         dreamina_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -129,6 +151,8 @@ class DreaminaDownloadOperator(BaseOperator):
             )
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
             raise ValueError(f"max_bytes must be a whole number of bytes or None; got {max_bytes!r}")
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify is {verify!r}; use one of {', '.join(map(repr, VERIFY_MODES))}")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError(f"max_bytes is {max_bytes}; it must be at least 1 (or None for no limit)")
         self.request_id = request_id
@@ -139,6 +163,8 @@ class DreaminaDownloadOperator(BaseOperator):
         self.max_bytes = max_bytes
         self.write_manifest = write_manifest
         self.generation_input = generation_input
+        self.verify = verify
+        self.poster = poster
         self.dreamina_conn_id = dreamina_conn_id
 
     @cached_property
@@ -259,7 +285,10 @@ class DreaminaDownloadOperator(BaseOperator):
             sha256=downloaded.sha256,
             content_type=downloaded.content_type,
             source_url=downloaded.source_url,
+            video=downloaded.video,
         )
+        if stored.video is not None:
+            stored = self._checked_video(destination, stored, generation)
         if self.write_manifest:
             manifest = self._manifest(result, stored, index, count, generation)
             destination.write_bytes(name + MANIFEST_SUFFIX, manifest)
@@ -273,6 +302,42 @@ class DreaminaDownloadOperator(BaseOperator):
             stored.sha256,
         )
         return stored
+
+    def _checked_video(
+        self, destination: Destination, stored: StoredOutput, generation: GenerationInput | None
+    ) -> StoredOutput:
+        """Log a frame count other than asked for; decode every frame and cut a poster when asked."""
+        from airflow_provider_dreamina.video import VideoFacts
+
+        facts = VideoFacts.from_manifest(stored.video or {})
+        asked = generation.frames if generation is not None else None
+        if asked is not None and facts.frames != asked:
+            self.log.warning(
+                "%s has %d frames where %d were asked for (the model's exact count is not documented); "
+                "the manifest records both",
+                stored.name,
+                facts.frames,
+                asked,
+            )
+        if self.verify != "decode" and not self.poster:
+            return stored
+        from airflow_provider_dreamina.video_decode import decode_all, write_poster
+
+        poster = io.BytesIO() if self.poster else None
+        try:
+            with destination.errors("read"), destination.open_read(stored.name) as handle:
+                if self.verify == "decode":
+                    decode_all(handle, name=stored.name, poster=poster)
+                elif poster is not None:
+                    write_poster(handle, poster, name=stored.name)
+        except DreaminaError:
+            destination.remove(stored.name)  # a video that does not play is not stored
+            raise
+        if poster is None:
+            return stored
+        poster_name = _poster_name(stored.name)
+        destination.write_bytes(poster_name, poster.getvalue())
+        return dataclasses.replace(stored, poster_uri=destination.uri(poster_name))
 
     def _existing(self, destination: Destination, name: str, url: str) -> StoredOutput | None:
         """The file already stored under ``name`` (if_exists="skip"); raises for "fail"."""
@@ -366,8 +431,17 @@ class DreaminaDownloadOperator(BaseOperator):
             "bytes": stored.size_bytes,
             "sha256": stored.sha256,
             "content_type": stored.content_type,
+            "video": stored.video,
+            "poster": (
+                {"file_name": _poster_name(stored.name), "stored_uri": stored.poster_uri}
+                if stored.poster_uri
+                else None
+            ),
             "created_at": record.created_at.isoformat() if record.created_at else None,
             "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+            # RunComfy's processing time (not the video's length: that is video.duration_seconds).
+            "generation_seconds": record.duration_seconds,
+            # The old name of generation_seconds, kept for one release.
             "duration_seconds": record.duration_seconds,
             "cost_usd": record.cost_usd,
             # The old name of cost_usd, kept for one release.
@@ -415,3 +489,9 @@ class DreaminaDownloadOperator(BaseOperator):
                 collector.add_output_asset(context=self.hook, uri=output.uri)
         except Exception as error:  # lineage is informative: it must never fail a finished download
             self.log.debug("Could not report lineage: %s", error)
+
+
+def _poster_name(video_name: str) -> str:
+    """``clip.mp4`` → ``clip.jpg``: the poster beside its video."""
+    stem, dot, _suffix = video_name.rpartition(".")
+    return (stem if dot and stem else video_name) + POSTER_SUFFIX

@@ -29,6 +29,7 @@ from airflow_provider_dreamina.exceptions import DreaminaDownloadError
 from airflow_provider_dreamina.hooks.dreamina import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, DreaminaHook
 from airflow_provider_dreamina.models import DEFAULT_MODEL_ID, ImageToVideoInput
 from airflow_provider_dreamina.operators.dreamina import DreaminaDownloadOperator
+from tests.helpers import mp4_body
 from tests.operators.download_server import OutputHost, output_host
 
 PROMPT = "a red fox running through fresh snow"
@@ -445,7 +446,7 @@ def test_truncated_download_resumes_with_range(emulator: EmulatorHandle, tmp_pat
 def test_server_that_cannot_resume_gets_a_fresh_start(
     emulator: EmulatorHandle, host: OutputHost, tmp_path: Path, memory_root: str, store: str
 ) -> None:
-    body = os.urandom(200_000)
+    body = mp4_body(200_000)
     host.behaviour.body = body
     host.behaviour.honour_range = False
     host.behaviour.truncate_at = 70_000
@@ -536,13 +537,13 @@ def test_redirect_to_a_host_not_allowed_is_refused(
 def test_redirect_within_allowed_hosts_is_followed(
     emulator: EmulatorHandle, host: OutputHost, tmp_path: Path
 ) -> None:
-    host.behaviour.body = b"video bytes" * 100
+    host.behaviour.body = body = mp4_body(2_000, b"video bytes" * 200)
     host.behaviour.redirect_to = host.url("/final/video.mp4")
     request_id = submit_finished(emulator, output_urls=[host.url("/redirect/video.mp4")])
 
     run(make_operator(request_id=request_id, destination=str(tmp_path)))
 
-    assert (tmp_path / f"{request_id}.mp4").read_bytes() == b"video bytes" * 100
+    assert (tmp_path / f"{request_id}.mp4").read_bytes() == body
     assert [request["path"].split("?")[0] for request in host.received] == [
         "/redirect/video.mp4",
         "/final/video.mp4",
@@ -552,7 +553,7 @@ def test_redirect_within_allowed_hosts_is_followed(
 def test_token_is_never_sent_to_output_hosts(
     emulator: EmulatorHandle, host: OutputHost, tmp_path: Path
 ) -> None:
-    host.behaviour.body = b"\x00" * 10_000
+    host.behaviour.body = mp4_body(10_000)
     host.behaviour.truncate_at = 4_000
     request_id = submit_finished(emulator, output_urls=[host.url()])
 
@@ -627,7 +628,7 @@ def test_max_bytes_refused_from_content_length(emulator: EmulatorHandle, tmp_pat
 def test_max_bytes_enforced_while_streaming(
     emulator: EmulatorHandle, host: OutputHost, tmp_path: Path
 ) -> None:
-    host.behaviour.body = b"\x00" * 300_000
+    host.behaviour.body = mp4_body(300_000)
     host.behaviour.send_length = False
     request_id = submit_finished(emulator, output_urls=[host.url()])
 
@@ -861,7 +862,7 @@ def test_hook_refreshes_an_expired_url(emulator: EmulatorHandle) -> None:
 
 
 def test_hook_starts_again_when_the_server_ignores_range(host: OutputHost, emulator: EmulatorHandle) -> None:
-    body = os.urandom(50_000)
+    body = mp4_body(50_000)
     host.behaviour.body = body
     host.behaviour.honour_range = False
     host.behaviour.truncate_at = 20_000
@@ -875,7 +876,7 @@ def test_hook_starts_again_when_the_server_ignores_range(host: OutputHost, emula
 
 
 def test_hook_without_content_length_trusts_a_clean_end(host: OutputHost, emulator: EmulatorHandle) -> None:
-    body = os.urandom(30_000)
+    body = mp4_body(30_000)
     host.behaviour.body = body
     host.behaviour.send_length = False
     sink = BytesSink()
