@@ -25,6 +25,7 @@ from pydantic import BaseModel, JsonValue, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from airflow_provider_dreamina.emulator.catalog import BALANCE_PATH, balance_answer, model_entry
 from airflow_provider_dreamina.emulator.jobs import FINISHED, Emulator, Job
 from airflow_provider_dreamina.emulator.media import (
     RangeNotSatisfiable,
@@ -165,6 +166,7 @@ class EmulatorApp:
         app.add_api_route("/v1/requests/{request_id}/status", self.status, methods=["GET"])
         app.add_api_route("/v1/requests/{request_id}/result", self.result, methods=["GET"])
         app.add_api_route("/v1/requests/{request_id}/cancel", self.cancel, methods=["POST"])
+        app.add_api_route(BALANCE_PATH, self.balance, methods=["GET"])
         app.add_api_route("/outputs/{request_id}/{filename}", self.download, methods=["GET", "HEAD"])
         app.add_api_route("/samples/input.png", self.sample_input, methods=["GET"])
         app.add_api_route("/samples/image.{extension}", self.sample_image, methods=["GET"])
@@ -320,7 +322,7 @@ class EmulatorApp:
         submitted = await validate_submission(body, self._fetcher)
         if isinstance(submitted, list):
             return self._error(request, 422, "Input validation failed", detail=list(submitted))
-        if not self.emulator.can_afford_submission():
+        if not self.emulator.can_afford_submission(submitted.frames, time.time()):
             return self._error(request, 402, "Insufficient balance: top up your RunComfy account")
         job = self.emulator.create_job(model_id, submitted, time.time())
         base = f"{_base_url(request)}/v1/requests/{job.request_id}"
@@ -340,14 +342,19 @@ class EmulatorApp:
     async def _model_info(self, request: Request, model_id: str) -> Response:
         if denied := self._model_call_error(request, model_id):
             return denied
-        return self._json(
-            request,
-            {
-                "model_id": model_id,
-                "base_price_usd": self.emulator.config.price_usd,
-                "price_unit": "per video",
-            },
-        )
+        if not self.emulator.config.offer_model_info:
+            return self._error(request, 404, f"GET {request.url.path}: no such endpoint")
+        return self._json(request, model_entry(model_id, self.emulator.config))
+
+    async def balance(self, request: Request) -> Response:
+        return await self._api_call(request, "balance", None, lambda: self._balance(request))
+
+    async def _balance(self, request: Request) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        if not self.emulator.config.offer_balance:
+            return self._error(request, 404, f"GET {request.url.path}: no such endpoint")
+        return self._json(request, balance_answer(self.emulator.balance(time.time())))
 
     async def status(self, request: Request, request_id: str) -> Response:
         return await self._api_call(request, "status", request_id, lambda: self._status(request, request_id))
@@ -385,7 +392,7 @@ class EmulatorApp:
         finished_at = job.finished_time(now)
         if finished_at is not None:
             body["finished_at"] = _iso(finished_at)
-        if include_cost and state in FINISHED:
+        if include_cost and self.emulator.config.offer_cost and state in FINISHED:
             body["cost"] = job.cost_usd if state == "succeeded" else 0.0
         return self._json(request, body)
 
@@ -527,7 +534,7 @@ class EmulatorApp:
         return JSONResponse({"status": "reset"})
 
     async def counters(self) -> Response:
-        return JSONResponse(self.emulator.counters_report())
+        return JSONResponse(self.emulator.counters_report(time.time()))
 
     async def get_config(self) -> Response:
         return JSONResponse(self.emulator.config.model_dump())
