@@ -164,7 +164,7 @@ class DreaminaDownloadOperator(BaseOperator):
             ]
         except DreaminaError as error:
             fail_or_raise(error)
-        self._emit_asset_events(context, request_id, stored)
+        self._emit_asset_events(context, request_id, stored, result.cost)
         self._report_lineage(stored)
         return [output.uri for output in stored]
 
@@ -376,8 +376,14 @@ class DreaminaDownloadOperator(BaseOperator):
         }
         return json.dumps(manifest, indent=2, default=str).encode() + b"\n"
 
-    def _emit_asset_events(self, context: Context, request_id: str, stored: list[StoredOutput]) -> None:
-        """Tell downstream DAGs what was stored: one event per outlet asset, one per file on aliases."""
+    def _emit_asset_events(
+        self, context: Context, request_id: str, stored: list[StoredOutput], cost_usd: float | None
+    ) -> None:
+        """Tell downstream DAGs what was stored: one event per outlet asset, one per file on aliases.
+
+        Each extra carries the request's ``cost_usd`` (null when RunComfy did not report it); a
+        per-file event on an alias repeats its request's cost.
+        """
         from airflow.sdk import Asset, AssetAlias
 
         outlets = [outlet for outlet in self.outlets or () if isinstance(outlet, (Asset, AssetAlias))]
@@ -391,12 +397,14 @@ class DreaminaDownloadOperator(BaseOperator):
             "request_id": request_id,
             "uris": [output.uri for output in stored],
             "outputs": [output.event_extra() for output in stored],
+            "cost_usd": cost_usd,
         }
         for outlet in outlets:
             if isinstance(outlet, AssetAlias):
                 for output in stored:
                     events[outlet].add(
-                        Asset(uri=output.uri), extra={"request_id": request_id, **output.event_extra()}
+                        Asset(uri=output.uri),
+                        extra={"request_id": request_id, **output.event_extra(), "cost_usd": cost_usd},
                     )
             else:
                 events[outlet].extra.update(json.loads(json.dumps(extra)))
