@@ -80,6 +80,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param validate_image: check the image against the schema before submitting.
     :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
         retries) to tolerate while waiting before the try fails (and Airflow may retry it).
+    :param min_balance_usd: balance reserve in USD (default: the connection's ``min_balance_usd``
+        extra): fail without submitting when this generation would leave less (see ``spend``).
     """
 
     template_fields: Sequence[str] = ("prompt", "image_url", "seed", "frames", "model_id", "dreamina_conn_id")
@@ -103,6 +105,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         cancel_on_kill: bool = True,
         validate_image: bool = True,
         max_consecutive_errors: int = 5,
+        min_balance_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +124,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.validate_image = validate_image
         self.max_consecutive_errors = max_consecutive_errors
+        self.min_balance_usd = min_balance_usd
         self._request_id: str | None = None
 
     @cached_property
@@ -181,6 +185,9 @@ class DreaminaImageToVideoOperator(BaseOperator):
                     )
                 elif (state := self._reusable_state(str(saved["request_id"]))) is not None:
                     return str(saved["request_id"]), state is RequestState.SUCCEEDED
+        from airflow_provider_dreamina.spend import check_reserve
+
+        check_reserve(self.hook, request, self.model_id, self.min_balance_usd)
         submitted = self.hook.submit(request, self.model_id, validate_image=self.validate_image)
         if store is not None:
             store.set(STATE_KEY, {"request_id": submitted.request_id, "fingerprint": fingerprint})
