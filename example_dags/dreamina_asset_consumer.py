@@ -1,8 +1,9 @@
 """Runs whenever the content pipeline publishes new videos, and writes a summary of them.
 
-The summary (count, total seconds of video, SHA-256 of each file) is read from the manifests the
-download task wrote beside each video (``<video>.json``), and saved as ``summary.json`` in the
-same folder.
+The summary (count, total seconds of video, what the videos cost in all and per second of video,
+SHA-256 of each file) is read from the manifests the download task wrote beside each video
+(``<video>.json``), and saved as ``summary.json`` in the same folder. A video's seconds are its
+measured duration when the manifest has one, else frames / 24.
 """
 
 from __future__ import annotations
@@ -16,32 +17,38 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
 
 DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
-# Dreamina renders 24 frames per second: 121 frames is about 5 s, 241 about 10 s.
-FRAMES_PER_SECOND = 24
 
 
 @task
 def summarize(*, triggering_asset_events: Any = None) -> dict[str, Any]:
+    from airflow_provider_dreamina.spend import actual_spend, manifest_cost, video_seconds
+
     files: list[str] = []
     for events in triggering_asset_events.values():
         for event in events:
             files.extend(event.extra.get("files", []))
-    videos = []
+    videos, manifests = [], []
     for uri in files:
         video = ObjectStoragePath(uri)
         manifest = json.loads(video.with_name(video.name + MANIFEST_SUFFIX).read_text())
-        frames = manifest.get("frames")
+        manifests.append(manifest)
+        seconds = video_seconds(manifest)
         videos.append(
             {
                 "uri": uri,
                 "sha256": manifest["sha256"],
                 "bytes": manifest["bytes"],
-                "seconds": round(int(frames) / FRAMES_PER_SECOND, 2) if frames else None,
+                "seconds": round(seconds, 2) if seconds else None,
+                "cost_usd": manifest_cost(manifest),
             }
         )
+    spent = actual_spend(manifests)
     summary: dict[str, Any] = {
         "count": len(videos),
-        "total_seconds": round(sum(video["seconds"] or 0 for video in videos), 2),
+        "total_seconds": spent["video_seconds"],
+        "total_cost_usd": spent["total_cost_usd"],
+        "cost_per_second_usd": spent["cost_per_second_usd"],
+        "cost_unreported": spent["cost_unreported"],
         "sha256": [video["sha256"] for video in videos],
         "videos": videos,
     }
