@@ -9,23 +9,21 @@ import hmac
 import json
 import secrets
 import socket
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Protocol, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
-import h11
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, JsonValue, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airflow_provider_dreamina.emulator.catalog import BALANCE_PATH, balance_answer, model_entry
+from airflow_provider_dreamina.emulator.connections import connection_of, protocol_class
 from airflow_provider_dreamina.emulator.jobs import FINISHED, Emulator, Job
 from airflow_provider_dreamina.emulator.media import (
     RangeNotSatisfiable,
@@ -49,86 +47,9 @@ DEFAULT_SLOW_SECONDS = 5.0
 # Above the 5 s keep-alive expiry of httpx, so a client never reuses a connection the server just closed.
 KEEP_ALIVE_SECONDS = 15
 LISTEN_BACKLOG = 4096
-MALFORMED_HTTP_CODE = 400000
-_CONNECTION_KEY = "dreamina_emulator.connection"
 _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP"}
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class ClientConnection(Protocol):
-    """The TCP connection behind a request, which a fault may drop instead of answering."""
-
-    def reset(self) -> None: ...
-
-    def close_after_flush(self) -> None: ...
-
-    def is_closed(self) -> bool: ...
-
-
-def protocol_class(emulator: Emulator) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, extended to count connections and to drop them on demand."""
-
-    class EmulatorProtocol(H11Protocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            emulator.counters.connections += 1
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                # asyncio sets this only on sockets created with proto IPPROTO_TCP, which ours are
-                # not; without it uvicorn's separate header and body writes wait ~40 ms for an ACK.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().connection_made(transport)
-            # uvicorn copies app_state into every request's scope["state"]: that is how a handler
-            # reaches the connection it is answering on.
-            self.app_state = {**self.app_state, _CONNECTION_KEY: self}
-
-        def reset(self) -> None:
-            """Drop the connection with a TCP RST, discarding anything not yet sent."""
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self._abandon_response()
-            self.transport.abort()
-
-        def close_after_flush(self) -> None:
-            """Send what is buffered, then close: the client sees a body cut short."""
-            self._abandon_response()
-            self.transport.close()
-
-        def send_400_response(self, msg: str) -> None:
-            """Answer a request h11 cannot parse with the documented error body, not uvicorn's text."""
-            body = json.dumps(
-                {"error_code": MALFORMED_HTTP_CODE, emulator.config.message_field: f"Malformed HTTP: {msg}"}
-            ).encode()
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            events: list[h11.Event] = [
-                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ]
-            for event in events:
-                self.transport.write(self.conn.send(event) or b"")
-            self.transport.close()
-
-        def is_closed(self) -> bool:
-            return self.transport.is_closing()
-
-        def _abandon_response(self) -> None:
-            # Marked disconnected, uvicorn drops whatever the handler still sends instead of
-            # answering 500 for a response that was never completed.
-            if self.cycle is not None:
-                self.cycle.disconnected = True
-                self.cycle.message_event.set()
-
-    return EmulatorProtocol
-
-
-def _connection(request: Request) -> ClientConnection:
-    return cast(ClientConnection, request.scope["state"][_CONNECTION_KEY])
 
 
 def _base_url(request: Request) -> str:
@@ -286,7 +207,7 @@ class EmulatorApp:
         return None
 
     def _drop(self, request: Request) -> Response:
-        _connection(request).reset()
+        connection_of(request).reset()
         # Never sent: the connection is gone, and uvicorn discards it.
         return Response()
 
@@ -479,7 +400,7 @@ class EmulatorApp:
     async def _stream(
         self, request: Request, video: VideoFile, start: int, end: int, truncate_at: int | None
     ) -> AsyncIterator[bytes]:
-        connection = _connection(request)
+        connection = connection_of(request)
         stop = end if truncate_at is None else truncate_at
         for chunk in video.iter_range(start, stop):
             # Once the client is gone uvicorn discards writes without ever suspending, so Starlette's
