@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MODEL_ID
-from airflow_provider_dreamina.exceptions import DreaminaBalanceReserveError, DreaminaBudgetExceededError
+from airflow_provider_dreamina.exceptions import (
+    DreaminaBalanceReserveError,
+    DreaminaBudgetExceededError,
+    DreaminaInvalidInputError,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
@@ -89,9 +93,15 @@ def estimate_price(
 
 def reserve_usd(hook: DreaminaHook, min_balance_usd: float | str | None) -> float | None:
     """The reserve in force: the task's own, else the connection's ``min_balance_usd`` extra."""
-    if min_balance_usd is not None and min_balance_usd != "":
+    if min_balance_usd is None or min_balance_usd == "":
+        return hook.settings.min_balance_usd
+    try:
         return float(min_balance_usd)
-    return hook.settings.min_balance_usd
+    except (TypeError, ValueError):
+        raise DreaminaInvalidInputError(
+            f"min_balance_usd is {min_balance_usd!r}; give an amount in USD such as 20, or None",
+            field="min_balance_usd",
+        ) from None
 
 
 def check_reserve(
@@ -148,18 +158,8 @@ class BatchPlan:
     budget_usd: float | None
     balance_usd: float | None
     reserve_usd: float | None
+    #: What could not be checked: "price", "budget", "balance".
     unchecked: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": len(self.rows),
-            "row_prices_usd": self.row_prices_usd,
-            "total_usd": self.total_usd,
-            "budget_usd": self.budget_usd,
-            "balance_usd": self.balance_usd,
-            "reserve_usd": self.reserve_usd,
-            "unchecked": self.unchecked,
-        }
 
 
 def plan_batch(

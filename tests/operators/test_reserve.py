@@ -126,3 +126,10 @@ def test_a_price_per_second_counts_the_frames(emulator: EmulatorHandle) -> None:
     assert "model info: 0.1 USD per second" in message
     generate(emulator, min_balance_usd=0.6, frames=121)
     assert emulator.counters()["submissions"] == 1
+
+
+def test_a_reserve_that_is_not_an_amount_fails_without_submitting(emulator: EmulatorHandle) -> None:
+    with pytest.raises(AirflowFailException, match="min_balance_usd is 'lots'; give an amount in USD"):
+        generate(emulator, min_balance_usd="lots")
+
+    assert emulator.counters()["calls"]["submit"] == 0
