@@ -176,6 +176,34 @@ class DreaminaVideoIndexTooLargeError(DreaminaInvalidVideoError):
     retryable = False
 
 
+class DreaminaSpendLimitError(DreaminaError):
+    """Paying would pass a limit the user set (a balance reserve, a batch budget); nothing was submitted.
+
+    Not retryable: the balance, the price and the limit do not change by running the task again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        price_usd: float | None = None,
+        balance_usd: float | None = None,
+        limit_usd: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.price_usd = price_usd
+        self.balance_usd = balance_usd
+        self.limit_usd = limit_usd
+
+
+class DreaminaBalanceReserveError(DreaminaSpendLimitError):
+    """The balance would fall below ``min_balance_usd`` after this generation."""
+
+
+class DreaminaBudgetExceededError(DreaminaSpendLimitError):
+    """A batch would cost more than its budget, or more than the balance can pay."""
+
+
 #: Old names: the provider calls every generation on RunComfy a *request*.
 DreaminaJobFailedError = DreaminaRequestFailedError
 DreaminaJobCancelledError = DreaminaRequestCancelledError

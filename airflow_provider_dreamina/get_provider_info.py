@@ -68,6 +68,27 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Retries for reads and cancels",
                         "schema": {"type": ["integer", "null"], "default": 5},
                     },
+                    "account_url": {
+                        "label": "Account API URL",
+                        "schema": {"type": ["string", "null"]},
+                        "description": (
+                            "Where the balance is asked, with the same token (default "
+                            "https://api.runcomfy.net)."
+                        ),
+                    },
+                    "min_balance_usd": {
+                        "label": "Balance reserve (USD)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": (
+                            "A task fails without submitting when its generation would leave less "
+                            "than this on the account; a task's min_balance_usd takes precedence."
+                        ),
+                    },
+                    "price_usd": {
+                        "label": "Price per generation (USD)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": "Used for estimates when RunComfy's model info gives no price.",
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port"],

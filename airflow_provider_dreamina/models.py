@@ -299,6 +299,59 @@ class CancelOutcome(_Answer):
         return (self.outcome or "").lower() in ("cancelled", "canceled")
 
 
+def _number_or_none(value: Any) -> float | None:
+    # Prices and balances are undocumented: a value that is not a number is as good as absent.
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class ModelInfo(_Answer):
+    """A model's catalog entry (``GET /v1/models/{model_id}``, undocumented): price and input schema.
+
+    ``price_unit`` is ``output`` (``base_price_usd`` per output) or ``second`` (per second of
+    video); any field may be missing.
+    """
+
+    model_id: str | None = None
+    base_price_usd: float | None = None
+    price_unit: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+    @field_validator("base_price_usd", mode="before")
+    @classmethod
+    def _lenient_price(cls, value: Any) -> float | None:
+        return _number_or_none(value)
+
+    @field_validator("price_unit", mode="before")
+    @classmethod
+    def _unit_word(cls, value: Any) -> str | None:
+        return value.strip().lower() or None if isinstance(value, str) else None
+
+    @field_validator("input_schema", mode="before")
+    @classmethod
+    def _schema_or_none(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else None
+
+
+class AccountBalance(_Answer):
+    """The account's prepaid balance (``GET /prod/v2/balance`` on the account host, undocumented)."""
+
+    balance_usd: float | None = None
+    currency: str | None = None
+
+    @field_validator("balance_usd", mode="before")
+    @classmethod
+    def _lenient_balance(cls, value: Any) -> float | None:
+        return _number_or_none(value)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency_word(cls, value: Any) -> str | None:
+        return str(value) if value is not None else None
+
+
 def recorded_image(image: str) -> str:
     """How a record names an input image: never inline data, never a URL's query (its signature)."""
     from airflow_provider_dreamina.redaction import url_without_query

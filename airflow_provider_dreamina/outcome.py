@@ -77,12 +77,18 @@ class RequestEvent(BaseModel):
     result: dict[str, Any] | None = None
     #: The error's class name and attributes, for every kind but success.
     error: dict[str, Any] | None = None
+    #: What RunComfy charged (the result's ``cost``), None when it did not say.
+    cost_usd: float | None = None
 
     @classmethod
     def succeeded(cls, result: RequestResult) -> RequestEvent:
         message = f"request {result.request_id} succeeded with {len(result.output_urls)} output(s)"
         return cls(
-            status=EVENT_SUCCESS, request_id=result.request_id, message=message, result=result.to_event()
+            status=EVENT_SUCCESS,
+            request_id=result.request_id,
+            message=message,
+            result=result.to_event(),
+            cost_usd=result.cost,
         )
 
     @classmethod
@@ -94,6 +100,7 @@ class RequestEvent(BaseModel):
             message=str(error),
             result=result.to_event() if isinstance(result, RequestResult) else None,
             error=_error_payload(error),
+            cost_usd=result.cost if isinstance(result, RequestResult) else None,
         )
 
     def finished_result(self) -> RequestResult:

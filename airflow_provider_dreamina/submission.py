@@ -87,6 +87,7 @@ def reattach_or_submit(
     validate_image: bool = True,
     on_orphaned_submit: OnOrphanedSubmit = "fail",
     on_clear: OnClear = "reuse",
+    min_balance_usd: float | None = None,
 ) -> Followed:
     """The request to follow: the one this task already paid for when worth it, else a new one."""
     global _warned_no_state
@@ -98,7 +99,7 @@ def reattach_or_submit(
                 "This Airflow has no task_state_store (it needs 3.3+) and no state_path is set: if this "
                 "task is retried or cleared, it submits (and pays for) a new request"
             )
-        return _submit(hook, request, model_id, None, print_, attempt, validate_image)
+        return _submit(hook, request, model_id, None, print_, attempt, validate_image, min_balance_usd)
     record = state.read()
     if record is not None and record.fingerprint != print_:
         if record.request_id:
@@ -142,7 +143,7 @@ def reattach_or_submit(
                     # The record is rewritten so a later clear is told apart from this one.
                     state.write(record.model_copy(update={"max_tries": attempt.max_tries}))
                 return followed
-    return _submit(hook, request, model_id, state, print_, attempt, validate_image)
+    return _submit(hook, request, model_id, state, print_, attempt, validate_image, min_balance_usd)
 
 
 def _reattach(hook: DreaminaHook, request_id: str, *, cleared: bool) -> Followed | None:
@@ -179,7 +180,12 @@ def _submit(
     print_: str,
     attempt: Attempt,
     validate_image: bool,
+    min_balance_usd: float | None,
 ) -> Followed:
+    from airflow_provider_dreamina.spend import check_reserve
+
+    # Before the intent: a refusal to pay leaves nothing pending.
+    check_reserve(hook, request, model_id, min_balance_usd)
     intent = SubmitRecord(
         fingerprint=print_, intent_at=now(), try_number=attempt.try_number, max_tries=attempt.max_tries
     )

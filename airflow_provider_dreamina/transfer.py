@@ -4,7 +4,8 @@ Memory stays constant: each piece goes to the sink as it arrives, counted agains
 ``Content-Length``, hashed with SHA-256 and, when the output claims to be an MP4 video, checked as
 one on the way (``video.VideoInspector``: the index is kept, frames are not). A transfer broken
 midway resumes with an HTTP ``Range`` request (or starts again from zero when the server cannot
-resume). This module never calls RunComfy's API: when an output URL has expired it asks the caller's ``fresh_url``.
+resume). This module never calls RunComfy's API: when an output URL has expired it asks the
+caller's ``fresh_url``.
 """
 
 from __future__ import annotations

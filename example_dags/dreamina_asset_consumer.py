@@ -1,8 +1,9 @@
 """Runs whenever the content pipeline publishes new videos, and writes a summary of them.
 
-The summary (count, total seconds of video as measured by the download, SHA-256 of each file) is
-read from the manifests the download task wrote beside each video (``<video>.json``), and saved as ``summary.json`` in the
-same folder.
+The summary (count, total seconds of video, what the videos cost in all and per second of video,
+SHA-256 of each file) is read from the manifests the download task wrote beside each video
+(``<video>.json``), and saved as ``summary.json`` in the same folder. A video's seconds are its
+measured duration when the manifest has one, else frames / 24.
 """
 
 from __future__ import annotations
@@ -16,40 +17,38 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
 
 DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
-# Only for a manifest written before videos were measured: 121 frames is about 5 s at 24 fps.
-FRAMES_PER_SECOND = 24
-
-
-def video_seconds(manifest: dict[str, Any]) -> float | None:
-    """The video's measured length (the download checked it), else what its frame count implies."""
-    video = manifest.get("video") or {}
-    if isinstance(video.get("duration_seconds"), (int, float)):
-        return round(float(video["duration_seconds"]), 3)
-    frames = manifest.get("frames")
-    return round(int(frames) / FRAMES_PER_SECOND, 2) if frames else None
 
 
 @task
 def summarize(*, triggering_asset_events: Any = None) -> dict[str, Any]:
+    from airflow_provider_dreamina.spend import actual_spend, manifest_cost, video_seconds
+
     files: list[str] = []
     for events in triggering_asset_events.values():
         for event in events:
             files.extend(event.extra.get("files", []))
-    videos = []
+    videos, manifests = [], []
     for uri in files:
         video = ObjectStoragePath(uri)
         manifest = json.loads(video.with_name(video.name + MANIFEST_SUFFIX).read_text())
+        manifests.append(manifest)
+        seconds = video_seconds(manifest)
         videos.append(
             {
                 "uri": uri,
                 "sha256": manifest["sha256"],
                 "bytes": manifest["bytes"],
-                "seconds": video_seconds(manifest),
+                "seconds": round(seconds, 2) if seconds else None,
+                "cost_usd": manifest_cost(manifest),
             }
         )
+    spent = actual_spend(manifests)
     summary: dict[str, Any] = {
         "count": len(videos),
-        "total_seconds": round(sum(video["seconds"] or 0 for video in videos), 2),
+        "total_seconds": spent["video_seconds"],
+        "total_cost_usd": spent["total_cost_usd"],
+        "cost_per_second_usd": spent["cost_per_second_usd"],
+        "cost_unreported": spent["cost_unreported"],
         "sha256": [video["sha256"] for video in videos],
         "videos": videos,
     }

@@ -14,6 +14,11 @@ submitted input (prompt, seed, frames) in the manifest beside its video. When ev
 saved, ``publish`` emits one event on the ``dreamina_daily_videos`` asset, listing the files; that
 event schedules ``dreamina_asset_consumer``. If a row failed, clear it from the UI: the other rows
 are not generated again, and ``publish`` runs once the batch is complete.
+
+Before anything is paid for, ``plan`` estimates the batch (rows times the price of a generation)
+and logs it per row and in total; a batch over the ``budget_usd`` param, or over the balance left
+above the connection's ``min_balance_usd``, fails the run before any submission. The published
+event carries what the batch actually cost (``total_cost_usd``, ``cost_per_second_usd``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task, task_group
+from airflow.sdk import DAG, Asset, Param, task, task_group
 
 from airflow_provider_dreamina.operators.dreamina import (
     DreaminaDownloadOperator,
@@ -50,6 +55,14 @@ def read_batch() -> list[dict[str, str]]:
                 image = str(DATA / image)
             rows.append({"prompt": row["prompt"], "image_url": image})
     return rows
+
+
+@task(retries=0)  # the price, the budget and the balance do not change on a retry
+def plan(rows: list[dict[str, str]], *, params: Any = None) -> list[dict[str, Any]]:
+    """Estimate the batch against budget_usd and the balance; the rows pass on only if it fits."""
+    from airflow_provider_dreamina.spend import plan_batch
+
+    return plan_batch(rows, budget_usd=params["budget_usd"]).rows
 
 
 @task_group
@@ -79,8 +92,11 @@ def video(prompt: str, image_url: str) -> Any:
 @task(outlets=[DAILY_VIDEOS])
 def publish(stored: list[list[str]], *, outlet_events: Any = None) -> list[str]:
     """Announce the day's videos in one asset event; its extra lists every stored file."""
+    from airflow_provider_dreamina.spend import actual_spend, read_manifests
+
     files = [uri for uris in stored for uri in uris]
-    outlet_events[DAILY_VIDEOS].extra = {"files": files, "count": len(files)}
+    # count, total_cost_usd, cost_per_second_usd, from the manifests beside the videos
+    outlet_events[DAILY_VIDEOS].extra = {"files": files, **actual_spend(read_manifests(files))}
     return files
 
 
@@ -92,6 +108,11 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["dreamina", "example"],
+    params={
+        "budget_usd": Param(
+            None, type=["null", "number"], minimum=0, description="most the batch may cost; empty: no budget"
+        ),
+    },
     doc_md=__doc__,
 ) as dag:
-    publish(video.expand_kwargs(read_batch()))
+    publish(video.expand_kwargs(plan(read_batch())))

@@ -107,7 +107,7 @@ def test_example_dags_parse_quickly(parsed: dict[str, object]) -> None:
 def test_the_examples_have_the_tasks_the_readme_describes(parsed: dict[str, object]) -> None:
     assert parsed["tasks"] == {
         "dreamina_asset_consumer": ["summarize"],
-        "dreamina_content_pipeline": ["publish", "read_batch", "video.download", "video.generate"],
+        "dreamina_content_pipeline": ["plan", "publish", "read_batch", "video.download", "video.generate"],
         "dreamina_image_to_video": ["download", "submit", "wait"],
         "dreamina_single_task": ["download", "generate"],
     }

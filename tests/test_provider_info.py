@@ -40,6 +40,8 @@ def test_connection_type_matches_the_hook() -> None:
     assert legacy["relabeling"] == behaviour["relabeling"]
     assert set(legacy["hidden_fields"]) == set(behaviour["hidden-fields"])
     assert "allowed_output_hosts" in connection["conn-fields"]
+    # Every extra the spend module reads is in the form.
+    assert {"account_url", "min_balance_usd", "price_usd"} <= set(connection["conn-fields"])
 
 
 def test_metadata_and_entry_point() -> None:

@@ -62,13 +62,17 @@ class EmulatorClient:
         return f"{self.base_url}/samples/image.{image_format}?{query}"
 
     def connection_json(self, **extra: Any) -> str:
-        """The value for `AIRFLOW_CONN_DREAMINA_DEFAULT` that points a provider at this emulator."""
+        """The value for `AIRFLOW_CONN_DREAMINA_DEFAULT` that points a provider at this emulator.
+
+        The emulator also answers the account API (the balance), so `account_url` points at it too:
+        a provider never asks the real RunComfy account host from a test.
+        """
         return json.dumps(
             {
                 "conn_type": "dreamina",
                 "host": self.base_url,
                 "password": self.token,
-                "extra": {"allowed_output_hosts": ["127.0.0.1"], **extra},
+                "extra": {"allowed_output_hosts": ["127.0.0.1"], "account_url": self.base_url, **extra},
             }
         )
 
@@ -105,7 +109,8 @@ class EmulatorClient:
         retry_after: float | str | None = None,
         delay: float | None = None,
     ) -> None:
-        """Make calls to `endpoint` ("submit", "status", "result", "cancel", "download", "model", "any") fail.
+        """Make calls to `endpoint` ("submit", "status", "result", "cancel", "download", "model", "balance",
+        "any") fail.
 
         Without `count` or `rate` the fault hits the next call only; with `rate` alone it hits that
         fraction of calls until `clear_faults()`.

@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import random
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import JsonValue
 
@@ -33,6 +34,8 @@ from airflow_provider_dreamina.emulator.settings import (
 )
 from airflow_provider_dreamina.emulator.validation import SubmittedInput
 
+# Dreamina renders 24 frames per second; a price per second is charged per frames / 24.
+FRAMES_PER_SECOND = 24
 JobState = Literal["in_queue", "in_progress", "succeeded", "failed", "cancelled"]
 
 # The status endpoint says `completed` where the result endpoint says `succeeded`.
@@ -66,7 +69,7 @@ class Job:
     output_long_side: int
     # The submitted seed, or the one drawn for it when the submission asked for a random one (-1).
     render_seed: int
-    charged_usd: float
+    # What the job costs when it succeeds; failed and cancelled jobs cost nothing.
     cost_usd: float
     cancelled_at: float | None = None
     calls: Counter[str] = field(default_factory=Counter)
@@ -95,6 +98,12 @@ class Job:
         if state == "cancelled":
             return self.cancelled_at
         return self.finished_at if state in FINISHED else None
+
+    def charged(self, now: float) -> bool:
+        return self.state(now) == "succeeded"
+
+    def in_flight(self, now: float) -> bool:
+        return self.state(now) in ("in_queue", "in_progress")
 
     @property
     def output_names(self) -> list[str]:
@@ -202,6 +211,8 @@ class Emulator:
         # One copy of each distinct input image, however many jobs were made from it.
         self._images: dict[str, bytes] = {}
         self.counters = Counters()
+        # Jobs after this sequence number are paid from the balance as last configured.
+        self._balance_since = 0
 
     def configure(self, update: dict[str, JsonValue]) -> EmulatorConfig:
         """Apply a partial configuration update.
@@ -212,6 +223,9 @@ class Emulator:
         if "seed" in update:
             self._random = random.Random(self.config.seed)
             self._seeds = random.Random(self.config.seed)
+        if "balance_usd" in update:
+            # A balance set now is the balance now: jobs charged before it are not charged again.
+            self._balance_since = self.counters.submissions
         return self.config
 
     def count_call(self, endpoint: Endpoint, request_id: str | None = None) -> None:
@@ -259,9 +273,30 @@ class Emulator:
             self._scripts.popleft()
         return pending.script
 
-    def can_afford_submission(self) -> bool:
-        balance = self.config.balance_usd
-        return balance is None or balance >= self.config.price_usd
+    def price(self, frames: int) -> float:
+        """What one generation of ``frames`` frames costs at the configured price."""
+        config = self.config
+        if config.price_unit == "second":
+            return config.price_usd * frames / FRAMES_PER_SECOND
+        return config.price_usd
+
+    def balance(self, now: float) -> float | None:
+        """The balance as set, lowered by each job since then that has succeeded by ``now``."""
+        if self.config.balance_usd is None:
+            return None
+        spent = math.fsum(job.cost_usd for job in self._paid_from_balance() if job.charged(now))
+        return self.config.balance_usd - spent
+
+    def can_afford_submission(self, frames: int, now: float) -> bool:
+        """Whether the balance covers this job after the jobs still in flight (None: unlimited)."""
+        balance = self.balance(now)
+        if balance is None:
+            return True
+        held = math.fsum(job.cost_usd for job in self._paid_from_balance() if job.in_flight(now))
+        return balance - held >= self.price(frames)
+
+    def _paid_from_balance(self) -> list[Job]:
+        return [job for job in self.jobs.values() if job.sequence > self._balance_since]
 
     def create_job(self, model_id: str, submitted: SubmittedInput, now: float) -> Job:
         """Accept a submission: charge it, give it the next scripted behaviour, and queue it."""
@@ -274,8 +309,6 @@ class Emulator:
             run_seconds = self._random.uniform(*config.run_seconds_range)
         else:
             run_seconds = config.run_seconds
-        if config.balance_usd is not None:
-            config.balance_usd -= config.price_usd
         input_key = hashlib.sha256(
             json.dumps(
                 [model_id, submitted.prompt, submitted.image_url, submitted.seed, submitted.frames]
@@ -298,8 +331,7 @@ class Emulator:
             output_bytes=script.output_bytes if script.output_bytes is not None else config.output_bytes,
             output_long_side=config.output_long_side,
             render_seed=render_seed,
-            charged_usd=config.price_usd,
-            cost_usd=script.cost if script.cost is not None else config.price_usd,
+            cost_usd=script.cost if script.cost is not None else self.price(submitted.frames),
         )
         self.jobs[job.request_id] = job
         self._queue.append(job)
@@ -320,26 +352,23 @@ class Emulator:
         return self._queue.index(job) + 1
 
     def cancel(self, job: Job, now: float) -> bool:
-        """Cancel a queued job and refund it; jobs in progress or done cannot be cancelled."""
+        """Cancel a queued job (it is never charged); jobs in progress or done cannot be cancelled."""
         state = job.state(now)
         if state == "cancelled":
             return True
         if state != "in_queue":
             return False
         job.cancelled_at = now
-        if self.config.balance_usd is not None:
-            self.config.balance_usd += job.charged_usd
         self.counters.cancellations += 1
         return True
 
-    def counters_report(self) -> dict[str, Any]:
+    def counters_report(self, now: float) -> dict[str, Any]:
         counters = self.counters
+        charged = [job.cost_usd for job in self.jobs.values() if job.charged(now)]
+        balance = self.balance(now)
         return {
             "submissions": counters.submissions,
-            "calls": {
-                endpoint: counters.calls[endpoint]
-                for endpoint in ("submit", "status", "result", "cancel", "download", "model")
-            },
+            "calls": {endpoint: counters.calls[endpoint] for endpoint in get_args(Endpoint)},
             "calls_per_request": {
                 request_id: {endpoint: job.calls[endpoint] for endpoint in PER_REQUEST_ENDPOINTS}
                 for request_id, job in self.jobs.items()
@@ -350,6 +379,10 @@ class Emulator:
             "cancellations": counters.cancellations,
             # Renders started since the process began: the cache outlives `reset`.
             "renders": self.renders.renders,
+            # The money, not only the submissions: every succeeded job since the last reset.
+            "generations_charged": len(charged),
+            "cost_usd_charged": round(math.fsum(charged), 6),
+            "balance_usd": None if balance is None else round(balance, 6),
         }
 
     def describe_jobs(self, now: float) -> list[dict[str, Any]]:

@@ -9,22 +9,21 @@ import hmac
 import json
 import secrets
 import socket
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Protocol, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
-import h11
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, JsonValue, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from airflow_provider_dreamina.emulator.catalog import BALANCE_PATH, balance_answer, model_entry
+from airflow_provider_dreamina.emulator.connections import connection_of, protocol_class
 from airflow_provider_dreamina.emulator.jobs import FINISHED, Emulator, Job
 from airflow_provider_dreamina.emulator.media import (
     RangeNotSatisfiable,
@@ -49,86 +48,9 @@ DEFAULT_SLOW_SECONDS = 5.0
 # Above the 5 s keep-alive expiry of httpx, so a client never reuses a connection the server just closed.
 KEEP_ALIVE_SECONDS = 15
 LISTEN_BACKLOG = 4096
-MALFORMED_HTTP_CODE = 400000
-_CONNECTION_KEY = "dreamina_emulator.connection"
 _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP"}
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class ClientConnection(Protocol):
-    """The TCP connection behind a request, which a fault may drop instead of answering."""
-
-    def reset(self) -> None: ...
-
-    def close_after_flush(self) -> None: ...
-
-    def is_closed(self) -> bool: ...
-
-
-def protocol_class(emulator: Emulator) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, extended to count connections and to drop them on demand."""
-
-    class EmulatorProtocol(H11Protocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            emulator.counters.connections += 1
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                # asyncio sets this only on sockets created with proto IPPROTO_TCP, which ours are
-                # not; without it uvicorn's separate header and body writes wait ~40 ms for an ACK.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().connection_made(transport)
-            # uvicorn copies app_state into every request's scope["state"]: that is how a handler
-            # reaches the connection it is answering on.
-            self.app_state = {**self.app_state, _CONNECTION_KEY: self}
-
-        def reset(self) -> None:
-            """Drop the connection with a TCP RST, discarding anything not yet sent."""
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self._abandon_response()
-            self.transport.abort()
-
-        def close_after_flush(self) -> None:
-            """Send what is buffered, then close: the client sees a body cut short."""
-            self._abandon_response()
-            self.transport.close()
-
-        def send_400_response(self, msg: str) -> None:
-            """Answer a request h11 cannot parse with the documented error body, not uvicorn's text."""
-            body = json.dumps(
-                {"error_code": MALFORMED_HTTP_CODE, emulator.config.message_field: f"Malformed HTTP: {msg}"}
-            ).encode()
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            events: list[h11.Event] = [
-                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ]
-            for event in events:
-                self.transport.write(self.conn.send(event) or b"")
-            self.transport.close()
-
-        def is_closed(self) -> bool:
-            return self.transport.is_closing()
-
-        def _abandon_response(self) -> None:
-            # Marked disconnected, uvicorn drops whatever the handler still sends instead of
-            # answering 500 for a response that was never completed.
-            if self.cycle is not None:
-                self.cycle.disconnected = True
-                self.cycle.message_event.set()
-
-    return EmulatorProtocol
-
-
-def _connection(request: Request) -> ClientConnection:
-    return cast(ClientConnection, request.scope["state"][_CONNECTION_KEY])
 
 
 def _base_url(request: Request) -> str:
@@ -166,6 +88,7 @@ class EmulatorApp:
         app.add_api_route("/v1/requests/{request_id}/status", self.status, methods=["GET"])
         app.add_api_route("/v1/requests/{request_id}/result", self.result, methods=["GET"])
         app.add_api_route("/v1/requests/{request_id}/cancel", self.cancel, methods=["POST"])
+        app.add_api_route(BALANCE_PATH, self.balance, methods=["GET"])
         app.add_api_route("/outputs/{request_id}/{filename}", self.download, methods=["GET", "HEAD"])
         app.add_api_route("/samples/input.png", self.sample_input, methods=["GET"])
         app.add_api_route("/samples/image.{extension}", self.sample_image, methods=["GET"])
@@ -285,7 +208,7 @@ class EmulatorApp:
         return None
 
     def _drop(self, request: Request) -> Response:
-        _connection(request).reset()
+        connection_of(request).reset()
         # Never sent: the connection is gone, and uvicorn discards it.
         return Response()
 
@@ -321,7 +244,7 @@ class EmulatorApp:
         submitted = await validate_submission(body, self._fetcher)
         if isinstance(submitted, list):
             return self._error(request, 422, "Input validation failed", detail=list(submitted))
-        if not self.emulator.can_afford_submission():
+        if not self.emulator.can_afford_submission(submitted.frames, time.time()):
             return self._error(request, 402, "Insufficient balance: top up your RunComfy account")
         job = self.emulator.create_job(model_id, submitted, time.time())
         base = f"{_base_url(request)}/v1/requests/{job.request_id}"
@@ -341,14 +264,19 @@ class EmulatorApp:
     async def _model_info(self, request: Request, model_id: str) -> Response:
         if denied := self._model_call_error(request, model_id):
             return denied
-        return self._json(
-            request,
-            {
-                "model_id": model_id,
-                "base_price_usd": self.emulator.config.price_usd,
-                "price_unit": "per video",
-            },
-        )
+        if not self.emulator.config.offer_model_info:
+            return self._error(request, 404, f"GET {request.url.path}: no such endpoint")
+        return self._json(request, model_entry(model_id, self.emulator.config))
+
+    async def balance(self, request: Request) -> Response:
+        return await self._api_call(request, "balance", None, lambda: self._balance(request))
+
+    async def _balance(self, request: Request) -> Response:
+        if denied := self._auth_error(request):
+            return denied
+        if not self.emulator.config.offer_balance:
+            return self._error(request, 404, f"GET {request.url.path}: no such endpoint")
+        return self._json(request, balance_answer(self.emulator.balance(time.time())))
 
     async def status(self, request: Request, request_id: str) -> Response:
         return await self._api_call(request, "status", request_id, lambda: self._status(request, request_id))
@@ -386,7 +314,7 @@ class EmulatorApp:
         finished_at = job.finished_time(now)
         if finished_at is not None:
             body["finished_at"] = _iso(finished_at)
-        if include_cost and state in FINISHED:
+        if include_cost and self.emulator.config.offer_cost and state in FINISHED:
             body["cost"] = job.cost_usd if state == "succeeded" else 0.0
         return self._json(request, body)
 
@@ -476,7 +404,7 @@ class EmulatorApp:
     async def _stream(
         self, request: Request, video: ServedVideo, start: int, end: int, truncate_at: int | None
     ) -> AsyncIterator[bytes]:
-        connection = _connection(request)
+        connection = connection_of(request)
         stop = end if truncate_at is None else truncate_at
         for chunk in video.iter_range(start, stop):
             # Once the client is gone uvicorn discards writes without ever suspending, so Starlette's
@@ -531,7 +459,7 @@ class EmulatorApp:
         return JSONResponse({"status": "reset"})
 
     async def counters(self) -> Response:
-        return JSONResponse(self.emulator.counters_report())
+        return JSONResponse(self.emulator.counters_report(time.time()))
 
     async def get_config(self) -> Response:
         return JSONResponse(self.emulator.config.model_dump())

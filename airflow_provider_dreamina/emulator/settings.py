@@ -13,8 +13,9 @@ MODEL_ID = "bytedance/dreamina-3-0/pro/image-to-video"
 STATUS_WORDS = ("in_queue", "in_progress", "completed", "failed", "cancelled")
 RESULT_WORDS = ("in_queue", "in_progress", "succeeded", "failed", "cancelled")
 
-Endpoint = Literal["submit", "status", "result", "cancel", "download", "model"]
-FaultEndpoint = Literal["submit", "status", "result", "cancel", "download", "model", "any"]
+Endpoint = Literal["submit", "status", "result", "cancel", "download", "model", "balance"]
+FaultEndpoint = Literal["submit", "status", "result", "cancel", "download", "model", "balance", "any"]
+PriceUnit = Literal["output", "second"]
 FaultKind = Literal[
     "429", "500", "502", "503", "reset", "reset_after_send", "slow", "error_200", "truncate", "expired"
 ]
@@ -46,8 +47,15 @@ class EmulatorConfig(BaseModel):
     output_url_ttl: float | None = Field(None, gt=0)
     extra_fields: bool = False
     message_field: MessageField = "error_message"
+    # The balance as last set (None: unlimited and not reported); each succeeded job lowers it.
     balance_usd: float | None = None
     price_usd: float = Field(0.5, ge=0)
+    # "second": price_usd per second of video (frames / 24), else per output.
+    price_unit: PriceUnit = "output"
+    # RunComfy documents none of these three: each can be switched off (answering 404, or no cost).
+    offer_model_info: bool = True
+    offer_cost: bool = True
+    offer_balance: bool = True
     seed: int | None = None
 
     @field_validator("run_seconds_range")

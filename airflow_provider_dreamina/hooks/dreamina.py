@@ -20,14 +20,16 @@ from airflow_provider_dreamina.defaults import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError, DreaminaNotFoundError
 from airflow_provider_dreamina.models import (
     DEFAULT_MODEL_ID,
+    AccountBalance,
     CancelOutcome,
     ImageToVideoInput,
+    ModelInfo,
     RequestResult,
     RequestStatus,
     SubmittedRequest,
 )
 from airflow_provider_dreamina.redaction import shorten, url_without_query
-from airflow_provider_dreamina.runcomfy import calls, clients
+from airflow_provider_dreamina.runcomfy import calls, clients, optional
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy
 from airflow_provider_dreamina.runcomfy.send import asend, send
@@ -89,6 +91,7 @@ class DreaminaHook(BaseHook):
         self._async_transport = async_transport
         self._settings: DreaminaSettings | None = None
         self._client: httpx.Client | None = None
+        self._answers = optional.AnswerCache()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -226,6 +229,52 @@ class DreaminaHook(BaseHook):
         """Async :meth:`wait`."""
         return await polling.await_result(self, request_id, policy or _policy(poll_interval, timeout))
 
+    # Price and balance: undocumented endpoints, so each answers None when RunComfy does not offer it
+
+    def get_model_info(self, model_id: str = DEFAULT_MODEL_ID) -> ModelInfo | None:
+        """The model's price (``base_price_usd`` per ``price_unit``) and input schema, when offered.
+
+        None (and a log line) when the endpoint answers an error or something unreadable; a
+        missing field is None on the answer. Remembered for a minute by this hook.
+        """
+        return optional.fetch(
+            self._answers,
+            ("model", model_id),
+            f"model info of {model_id}",
+            lambda: self._send(calls.model_info_call(model_id)),
+        )
+
+    async def aget_model_info(self, model_id: str = DEFAULT_MODEL_ID) -> ModelInfo | None:
+        """Async :meth:`get_model_info`, remembered for a minute by this event loop."""
+        settings = await self.aget_settings()
+        return await optional.afetch(
+            optional.loop_cache(),
+            (*settings.cache_key, "model", model_id),
+            f"model info of {model_id}",
+            lambda: self._asend(calls.model_info_call(model_id)),
+        )
+
+    def get_balance(self) -> float | None:
+        """The account's prepaid balance in USD, asked of the connection's ``account_url``.
+
+        None (and a log line) when the account API does not answer it. Remembered for a minute.
+        """
+        return _balance_usd(
+            optional.fetch(self._answers, ("balance",), "balance", lambda: self._send(calls.balance_call()))
+        )
+
+    async def aget_balance(self) -> float | None:
+        """Async :meth:`get_balance`, remembered for a minute by this event loop."""
+        settings = await self.aget_settings()
+        return _balance_usd(
+            await optional.afetch(
+                optional.loop_cache(),
+                (*settings.cache_key, settings.account_url, "balance"),
+                "balance",
+                lambda: self._asend(calls.balance_call()),
+            )
+        )
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call: tells a rejected token from an unreachable server."""
         # Asking for a request id that cannot exist proves the token without creating anything.
@@ -321,6 +370,12 @@ def _policy(poll_interval: float, timeout: float | None) -> polling.WaitPolicy:
     return polling.WaitPolicy(
         poll_interval=poll_interval, deadline=None if timeout is None else time.time() + timeout
     )
+
+
+def _balance_usd(answer: AccountBalance | None) -> float | None:
+    if answer is not None and answer.balance_usd is None:
+        log.info("RunComfy's balance answer carries no balance_usd; going on without it")
+    return None if answer is None else answer.balance_usd
 
 
 def _log_cancel(outcome: CancelOutcome) -> bool:

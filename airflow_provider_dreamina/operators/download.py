@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow.sdk import BaseOperator
 
@@ -190,7 +190,7 @@ class DreaminaDownloadOperator(BaseOperator):
             ]
         except DreaminaError as error:
             fail_or_raise(error)
-        self._emit_asset_events(context, request_id, stored)
+        self._emit_asset_events(context, request_id, stored, result.cost)
         self._report_lineage(stored)
         return [output.uri for output in stored]
 
@@ -326,10 +326,11 @@ class DreaminaDownloadOperator(BaseOperator):
         poster = io.BytesIO() if self.poster else None
         try:
             with destination.errors("read"), destination.open_read(stored.name) as handle:
+                video = cast(BinaryIO, handle)  # a seekable binary file, whatever the storage
                 if self.verify == "decode":
-                    decode_all(handle, name=stored.name, poster=poster)
+                    decode_all(video, name=stored.name, poster=poster)
                 elif poster is not None:
-                    write_poster(handle, poster, name=stored.name)
+                    write_poster(video, poster, name=stored.name)
         except DreaminaError:
             destination.remove(stored.name)  # a video that does not play is not stored
             raise
@@ -450,8 +451,14 @@ class DreaminaDownloadOperator(BaseOperator):
         }
         return json.dumps(manifest, indent=2, default=str).encode() + b"\n"
 
-    def _emit_asset_events(self, context: Context, request_id: str, stored: list[StoredOutput]) -> None:
-        """Tell downstream DAGs what was stored: one event per outlet asset, one per file on aliases."""
+    def _emit_asset_events(
+        self, context: Context, request_id: str, stored: list[StoredOutput], cost_usd: float | None
+    ) -> None:
+        """Tell downstream DAGs what was stored: one event per outlet asset, one per file on aliases.
+
+        Each extra carries the request's ``cost_usd`` (null when RunComfy did not report it); a
+        per-file event on an alias repeats its request's cost.
+        """
         from airflow.sdk import Asset, AssetAlias
 
         outlets = [outlet for outlet in self.outlets or () if isinstance(outlet, (Asset, AssetAlias))]
@@ -465,12 +472,14 @@ class DreaminaDownloadOperator(BaseOperator):
             "request_id": request_id,
             "uris": [output.uri for output in stored],
             "outputs": [output.event_extra() for output in stored],
+            "cost_usd": cost_usd,
         }
         for outlet in outlets:
             if isinstance(outlet, AssetAlias):
                 for output in stored:
                     events[outlet].add(
-                        Asset(uri=output.uri), extra={"request_id": request_id, **output.event_extra()}
+                        Asset(uri=output.uri),
+                        extra={"request_id": request_id, **output.event_extra(), "cost_usd": cost_usd},
                     )
             else:
                 events[outlet].extra.update(json.loads(json.dumps(extra)))

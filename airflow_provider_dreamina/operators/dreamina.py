@@ -87,6 +87,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param state_path: a local directory or object-storage URI for the ledger of submit records;
         when given it is used even where ``task_state_store`` exists (Airflow 3.3+). Default: the
         connection's ``state_path`` extra, used only where ``task_state_store`` does not exist.
+    :param min_balance_usd: balance reserve in USD (default: the connection's ``min_balance_usd``
+        extra): fail without submitting when this generation would leave less (see ``spend``).
     """
 
     template_fields: Sequence[str] = ("prompt", "image_url", "seed", "frames", "model_id", "dreamina_conn_id")
@@ -113,6 +115,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         on_orphaned_submit: str = "fail",
         on_clear: str = "reuse",
         state_path: str | None = None,
+        min_balance_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,6 +141,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.on_orphaned_submit: Any = on_orphaned_submit
         self.on_clear: Any = on_clear
         self.state_path = state_path
+        self.min_balance_usd = min_balance_usd
         self._request_id: str | None = None
 
     @cached_property
@@ -186,6 +190,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
             validate_image=self.validate_image,
             on_orphaned_submit=self.on_orphaned_submit,
             on_clear=self.on_clear,
+            min_balance_usd=self.min_balance_usd,
         )
         return followed.request_id, followed.succeeded
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -12,17 +12,23 @@ from pydantic import BaseModel
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
 from airflow_provider_dreamina.models import (
     DEFAULT_MODEL_ID,
+    AccountBalance,
     CancelOutcome,
+    ModelInfo,
     RequestResult,
     RequestStatus,
     SubmittedRequest,
 )
+from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 _MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 # Dots are allowed inside an id but an id of dots alone would walk up the URL path.
 _REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
+BALANCE_PATH = "/prod/v2/balance"
+# The undocumented endpoints are asked once more at most: nothing waits on them.
+_OPTIONAL_CALL_RETRIES = 1
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,20 @@ class Call(Generic[AnswerT]):
     # A paid submit: resent only when the server certainly did not see it.
     paid: bool = False
     max_retries: int | None = None
+    #: Which configured host answers: the Model API (the client's base URL) or the account API.
+    host: Literal["api", "account"] = "api"
 
     @property
     def model_id(self) -> str:
         return self.path.removeprefix("/v1/models/")
+
+    def url(self, settings: DreaminaSettings) -> str:
+        """Where to send the call: a path under the base URL, or under the connection's ``account_url``.
+
+        A call names a host by role, never by URL, so the token only ever goes to the two hosts
+        the connection configures.
+        """
+        return settings.account_url + self.path if self.host == "account" else self.path
 
 
 def check_request_id(request_id: object) -> str:
@@ -93,3 +109,19 @@ def result_call(request_id: str, *, include_cost: bool) -> Call[RequestResult]:
 
 def cancel_call(request_id: str) -> Call[CancelOutcome]:
     return Call("cancel", "POST", _request_path(request_id, "cancel"), CancelOutcome, request_id=request_id)
+
+
+def model_info_call(model_id: str) -> Call[ModelInfo]:
+    return Call(
+        "model info",
+        "GET",
+        f"/v1/models/{check_model_id(model_id)}",
+        ModelInfo,
+        max_retries=_OPTIONAL_CALL_RETRIES,
+    )
+
+
+def balance_call() -> Call[AccountBalance]:
+    return Call(
+        "balance", "GET", BALANCE_PATH, AccountBalance, max_retries=_OPTIONAL_CALL_RETRIES, host="account"
+    )

@@ -27,7 +27,7 @@ def send(
         response: httpx.Response | None = None
         transport_error: httpx.HTTPError | None = None
         try:
-            response = client.request(call.method, call.path, json=call.json, params=call.params)
+            response = client.request(call.method, call.url(settings), json=call.json, params=call.params)
         except httpx.HTTPError as error:
             transport_error = error
         delay = _next_delay(call, attempt, policy, settings, response, transport_error)
@@ -47,7 +47,7 @@ async def asend(
         try:
             async with shared.slots:
                 response = await shared.client.request(
-                    call.method, call.path, json=call.json, params=call.params
+                    call.method, call.url(settings), json=call.json, params=call.params
                 )
         except httpx.HTTPError as error:
             transport_error = error

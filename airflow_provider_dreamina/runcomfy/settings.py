@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from airflow_provider_dreamina.exceptions import DreaminaConfigurationError
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+#: Where RunComfy answers account questions (the balance): another host, the same token.
+DEFAULT_ACCOUNT_URL = "https://api.runcomfy.net"
 RUNCOMFY_OUTPUT_DOMAIN = "runcomfy.net"
 #: Seconds an event loop reuses a connection it has read (see :func:`shared_settings`).
 SETTINGS_TTL_SECONDS = 30.0
@@ -41,6 +43,11 @@ class DreaminaSettings:
     allowed_output_hosts: tuple[str, ...] = ()
     #: Where submit records go where Airflow has no task_state_store (a directory or storage URI).
     state_path: str | None = None
+    #: The second (and last) host the token is sent to: RunComfy's account API, for the balance.
+    account_url: str = DEFAULT_ACCOUNT_URL
+    #: Spending settings read by ``spend``: a deployment-wide balance reserve, a fallback price.
+    min_balance_usd: float | None = None
+    price_usd: float | None = None
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str) -> DreaminaSettings:
@@ -57,6 +64,8 @@ class DreaminaSettings:
             host = f"https://{host}"
             if conn.port:
                 host = f"{host}:{conn.port}"
+        account_url = str(extra.get("account_url") or "").strip() or DEFAULT_ACCOUNT_URL
+        account_url = account_url if "://" in account_url else f"https://{account_url}"
         hosts = extra.get("allowed_output_hosts") or ()
         if isinstance(hosts, str):
             hosts = [part for part in re.split(r"[,\s]+", hosts) if part]
@@ -71,6 +80,9 @@ class DreaminaSettings:
                 max_connections=int(extra.get("max_connections", cls.max_connections)),
                 allowed_output_hosts=tuple(str(h).strip().lower() for h in hosts),
                 state_path=str(extra["state_path"]).strip() or None if extra.get("state_path") else None,
+                account_url=account_url.rstrip("/"),
+                min_balance_usd=_optional_number(extra.get("min_balance_usd")),
+                price_usd=_optional_number(extra.get("price_usd")),
             )
         except (TypeError, ValueError) as error:
             raise DreaminaConfigurationError(
@@ -91,6 +103,11 @@ class DreaminaSettings:
             return parts.scheme in ("https", "http")
         is_runcomfy = host == RUNCOMFY_OUTPUT_DOMAIN or host.endswith("." + RUNCOMFY_OUTPUT_DOMAIN)
         return parts.scheme == "https" and is_runcomfy
+
+
+def _optional_number(value: Any) -> float | None:
+    # The connection form stores an emptied number field as "" or null: not set.
+    return None if value is None or value == "" else float(value)
 
 
 @dataclass

@@ -244,7 +244,10 @@ def test_model_endpoint_reports_the_price(api: httpx.Client, emulator: EmulatorH
 
     body = api.get(f"/v1/models/{MODEL_ID}").json()
 
-    assert body == {"model_id": MODEL_ID, "base_price_usd": 0.75, "price_unit": "per video"}
+    assert body["model_id"] == MODEL_ID
+    assert body["base_price_usd"] == 0.75
+    assert body["price_unit"] == "output"
+    assert body["input_schema"]["properties"]["frames"]["enum"] == [121, 241]
 
 
 def test_failed_job_with_a_string_error(api: httpx.Client, emulator: EmulatorHandle) -> None:
@@ -417,10 +420,12 @@ def test_insufficient_balance_is_402_and_creates_no_job(api: httpx.Client, emula
     assert first.status_code == 200
     assert_error_body(second, 402, 400002)
     assert emulator.counters()["submissions"] == 1
-    assert emulator.config()["balance_usd"] == pytest.approx(0.2)
+    # The job in flight holds its price; it is charged once it has succeeded.
+    time.sleep(QUEUE_SECONDS + RUN_SECONDS + 0.1)
+    assert emulator.counters()["balance_usd"] == pytest.approx(0.2)
 
 
-def test_cancelling_refunds_the_submission(api: httpx.Client, emulator: EmulatorHandle) -> None:
+def test_a_cancelled_submission_is_never_charged(api: httpx.Client, emulator: EmulatorHandle) -> None:
     emulator.configure(balance_usd=0.5, price_usd=0.5, queue_seconds=30)
     request_id = submit_id(api, emulator)
     assert submit(api, emulator).status_code == 402
@@ -1046,6 +1051,7 @@ def test_counters_count_api_calls_connections_and_bytes(api: httpx.Client, emula
         "cancel": 1,
         "download": 1,
         "model": 1,
+        "balance": 0,
     }
     assert counters["calls_per_request"] == {
         request_id: {"status": 2, "result": 1, "cancel": 1, "download": 1}
@@ -1104,7 +1110,7 @@ def test_connection_json_points_a_provider_at_the_emulator(emulator: EmulatorHan
         "conn_type": "dreamina",
         "host": emulator.base_url,
         "password": "emulator-token",
-        "extra": {"allowed_output_hosts": ["127.0.0.1"], "timeout": 5},
+        "extra": {"allowed_output_hosts": ["127.0.0.1"], "account_url": emulator.base_url, "timeout": 5},
     }
 
 
