@@ -339,6 +339,10 @@ def test_the_token_is_in_no_log_xcom_rendered_field_or_database_row(e2e: Stack) 
 def test_a_clear_follows_on_clear(e2e: Stack, on_clear: str, submissions: int) -> None:
     airflow, emulator = e2e.airflow, e2e.emulator
     dag_id = f"dreamina_e2e_clear_{on_clear}"
+    # Long enough that the deferring worker has exited before the trigger fires: on a loaded
+    # machine Airflow 3.3.2 otherwise marks the resumed task failed ("finished with state success,
+    # but the task instance's state attribute is queued"), a scheduler race, not the provider.
+    emulator.script_jobs(count=2, queue_seconds=1, run_seconds=8)
     run_id = airflow.trigger_dag(dag_id)
     run = airflow.wait_for_run(dag_id, run_id, timeout=120)
     assert run["state"] == "success", airflow.task_log(dag_id, run_id, "generate")[-2500:]
