@@ -26,13 +26,12 @@ is complete. The UI shows each mapped row by the start of its prompt.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Asset, Param, task, task_group
 
@@ -96,6 +95,29 @@ def _review_wanted(context: Any) -> None:
         raise AirflowSkipException("review is off: the video is published as it is")
 
 
+def _answer(ti: Any, review_task: str) -> str | None:
+    """What the person chose in this row's review task, None when it did not ask."""
+    answer = ti.xcom_pull(task_ids=f"{GROUP}.{review_task}", map_indexes=ti.map_index) or {}
+    chosen = answer.get("chosen_options") or []
+    return str(chosen[0]) if chosen else None
+
+
+def _regeneration_asked(context: Any) -> None:
+    """Skip the second take (and its download and review) unless the reviewer asked for it."""
+    if _answer(context["ti"], "review") != REGENERATE:
+        raise AirflowSkipException("the reviewer did not ask for another take")
+
+
+def new_seed(*parts: Any) -> int:
+    """A seed for the second take, derived from the run, the row and the first take's request.
+
+    Derived rather than random, so that a retry of the regeneration renders the same seed and
+    reattaches to the request it already paid for instead of paying for another.
+    """
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
 @task
 def read_batch() -> list[dict[str, str]]:
     """The rows to generate, read when the task runs (never while the DAG file is parsed)."""
@@ -109,23 +131,6 @@ def read_batch() -> list[dict[str, str]]:
                 image = str(DATA / image)
             rows.append({"prompt": row["prompt"], "image_url": image})
     return rows
-
-
-def _answer(ti: Any, review_task: str) -> str | None:
-    answer = ti.xcom_pull(task_ids=f"{GROUP}.{review_task}", map_indexes=ti.map_index) or {}
-    chosen = answer.get("chosen_options") or []
-    return str(chosen[0]) if chosen else None
-
-
-@task.branch(trigger_rule="none_failed", map_index_template=_row_label("generate"))
-def decide(**context: Any) -> str:
-    """After the first review: regenerate once with a new seed, or go on with this video."""
-    ti = context["ti"]
-    if _answer(ti, "review") != REGENERATE:
-        return f"{GROUP}.keep"
-    # Chosen once and kept in XCom, so a retry of `regenerate` reattaches instead of paying again.
-    ti.xcom_push(key="seed", value=secrets.randbelow(2**31 - 1))
-    return f"{GROUP}.regenerate"
 
 
 @task(trigger_rule="none_failed_min_one_success", map_index_template=_row_label("generate"))
@@ -176,12 +181,12 @@ def video(prompt: str, image_url: str) -> Any:
         pre_execute=_review_wanted,
         map_index_template=_row_label("generate"),
     )
-    keep = EmptyOperator(task_id="keep")
     regenerate = DreaminaImageToVideoOperator(
         task_id="regenerate",
         prompt=prompt,
         image_url=image_url,
-        seed=f"{{{{ ti.xcom_pull(task_ids='{GROUP}.decide', key='seed', map_indexes=ti.map_index) }}}}",
+        seed="{{ new_seed(run_id, ti.map_index, " + _result("generate") + ".get('request_id')) }}",
+        pre_execute=_regeneration_asked,
         pool="dreamina",
         wait_for_completion=True,
         deferrable=True,
@@ -206,11 +211,12 @@ def video(prompt: str, image_url: str) -> Any:
         options=[APPROVE, REJECT],
         map_index_template=_row_label("regenerate"),
     )
-    chosen = decide()
     published = verdict()
-    download >> review >> chosen >> [keep, regenerate]
+    # Each optional task decides for itself (pre_execute) whether its row needs it: a branch
+    # operator inside a mapped task group does not skip per row in Airflow 3.3.
+    download >> review >> regenerate
     download_again >> review_again
-    [keep, review_again] >> published
+    [download, review, review_again] >> published
     return published
 
 
@@ -237,7 +243,7 @@ with DAG(
             description="Ask a person to approve, regenerate (once) or reject each video before publishing",
         ),
     },
-    user_defined_macros={"gallery_url": gallery_url},
+    user_defined_macros={"gallery_url": gallery_url, "new_seed": new_seed},
     doc_md=__doc__,
 ) as dag:
     publish(video.expand_kwargs(read_batch()))

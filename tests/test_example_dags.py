@@ -119,11 +119,9 @@ def test_the_examples_have_the_tasks_the_readme_describes(parsed: dict[str, obje
         "dreamina_content_pipeline": [
             "publish",
             "read_batch",
-            "video.decide",
             "video.download",
             "video.download_again",
             "video.generate",
-            "video.keep",
             "video.regenerate",
             "video.review",
             "video.review_again",
@@ -151,9 +149,8 @@ def test_every_download_announces_its_videos_to_the_gallery(parsed: dict[str, ob
 
 def test_the_pipeline_can_be_reviewed_and_labels_its_rows(parsed: dict[str, object]) -> None:
     assert parsed["params"]["dreamina_content_pipeline"] == ["review"]  # type: ignore[index]
-    # Every mapped task that shows in the grid says which row it is, except the plain join.
+    # Every mapped task says which row it is.
     assert parsed["labelled"]["dreamina_content_pipeline"] == [  # type: ignore[index]
-        "video.decide",
         "video.download",
         "video.download_again",
         "video.generate",

@@ -322,7 +322,8 @@ def find_poster(
             continue
         size = size_of(uri, video.conn_id)
         if size:
-            return RecordedFile(uri=uri, content_type=kind, size=size, conn_id=video.conn_id)
+            # No size pinned: a poster may be rewritten; what it must be is checked when served.
+            return RecordedFile(uri=uri, content_type=kind, conn_id=video.conn_id)
     return None
 
 
