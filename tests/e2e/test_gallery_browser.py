@@ -140,12 +140,13 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
 
 
 def screenshot(target: Any, name: str) -> Path:
-    # Players and posters first: a screenshot of spinners says nothing.
-    with suppress(Exception):
-        target.wait_for_function(
-            "Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1 || v.error)",
-            timeout=5_000,
-        )
+    # Players and posters first (in the gallery's frame too): a screenshot of spinners says nothing.
+    for frame in target.frames:
+        with suppress(Exception):
+            frame.wait_for_function(
+                "Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 2 || v.error)",
+                timeout=5_000,
+            )
     path = artifacts_dir() / name
     target.screenshot(path=str(path))
     return path
@@ -334,6 +335,8 @@ def test_a_review_publishes_exactly_the_approved_videos(stack: Stack, page: Any)
     airflow, emulator = stack.airflow, stack.emulator
     # Unpausing the daily DAG also starts its latest scheduled run (review off); this manual run
     # asks for review, and everything below looks at this run only.
+    # Real videos for every take (the scheduled run's too), so the gallery's screenshot plays them.
+    emulator.script_jobs(count=10, output_urls=[stack.outputs.url("/out/take.mp4", "sig=abc")])
     run_id = airflow.trigger_dag(PIPELINE, {"review": True})
     for index in range(3):
         wait_for_a_person(airflow, run_id, "video.review", index)
@@ -382,10 +385,13 @@ def test_a_review_publishes_exactly_the_approved_videos(stack: Stack, page: Any)
     assert rejected not in published["extra"]["files"]
 
     # The gallery shows every stored video, the rejected and the first take of row 2 included.
-    for uri in approved:
-        write_poster(local_path(uri).with_suffix(".jpg"), IMAGES / "harbour.jpg")
+    with signed_in(stack) as client:
+        shown = client.get("/dreamina/api/generations", params={"dag_id": PIPELINE}).json()["generations"]
+    assert {uri for uri in [*approved, rejected]} <= {generation["stored_uri"] for generation in shown}
+    for generation in shown:  # posters of each row's own image, as the poster option will write
+        manifest = json.loads(local_path(generation["stored_uri"] + ".json").read_text())
+        write_poster(local_path(generation["stored_uri"]).with_suffix(".jpg"), Path(manifest["image_url"]))
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{airflow.api_url}/dreamina/?dag_id={PIPELINE}")
-    assert page.locator("article").count() >= 4
-    page.wait_for_timeout(500)
+    assert page.locator("article").count() == len(shown)
     screenshot(page, "gallery-after-review.png")
