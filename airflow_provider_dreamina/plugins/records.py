@@ -367,7 +367,8 @@ def with_details(
         except Exception as error:  # a store that cannot be reached must not break the page
             return replace(generation, problem=f"its storage could not be read ({type(error).__name__})")
         cached = (manifest, poster)
-        details_cache.put(key, cached)
+        if manifest is not None and poster is not None:  # what is still missing may appear soon
+            details_cache.put(key, cached)
     manifest, poster = cached
     return replace(
         generation, manifest=manifest or {}, poster=poster, problem=record_problem(generation, manifest)

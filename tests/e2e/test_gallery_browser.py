@@ -144,9 +144,11 @@ def screenshot(target: Any, name: str) -> Path:
     for frame in target.frames:
         with suppress(Exception):
             frame.wait_for_function(
-                "Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 2 || v.error)",
-                timeout=5_000,
+                "Array.from(document.querySelectorAll('video'))"
+                ".every(v => (v.readyState >= 1 && v.networkState !== 2) || v.error)",
+                timeout=20_000,
             )
+    target.wait_for_timeout(1_500)  # the players' loading spinners fade out
     path = artifacts_dir() / name
     target.screenshot(path=str(path))
     return path
@@ -305,9 +307,11 @@ def test_files_the_provider_did_not_record_are_refused(stack: Stack) -> None:
             stack.stored.write_bytes(original)
 
 
-def wait_for_a_person(airflow: Airflow, run_id: str, task_id: str, map_index: int) -> None:
+def wait_for_a_person(
+    airflow: Airflow, run_id: str, task_id: str, map_index: int, timeout: float = 180
+) -> None:
     """Until the row's review waits for an answer (its mapped instance exists once the batch is read)."""
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     seen: list[str | None] = []
     while time.monotonic() < deadline:
         rows = {ti["map_index"]: ti["state"] for ti in airflow.task_instances(PIPELINE, run_id, task_id)}
@@ -316,7 +320,11 @@ def wait_for_a_person(airflow: Airflow, run_id: str, task_id: str, map_index: in
             return
         time.sleep(0.5)
     states = sorted(set(map(str, seen)))
-    raise AssertionError(f"{task_id}[{map_index}] never waited for a person; states seen: {states}")
+    raise AssertionError(
+        f"{task_id}[{map_index}] never waited for a person; states seen: {states}; "
+        f"{airflow.describe_run(PIPELINE, run_id)}; runs: "
+        f"{[(run['dag_run_id'], run['state']) for run in airflow.dag_runs(PIPELINE)]}"
+    )
 
 
 def respond(airflow: Airflow, run_id: str, task_id: str, map_index: int, option: str) -> None:
@@ -339,7 +347,8 @@ def test_a_review_publishes_exactly_the_approved_videos(stack: Stack, page: Any)
     emulator.script_jobs(count=10, output_urls=[stack.outputs.url("/out/take.mp4", "sig=abc")])
     run_id = airflow.trigger_dag(PIPELINE, {"review": True})
     for index in range(3):
-        wait_for_a_person(airflow, run_id, "video.review", index)
+        # The daily run the unpausing started goes first (max_active_runs=1): a long first wait.
+        wait_for_a_person(airflow, run_id, "video.review", index, timeout=420)
     rows = {ti["map_index"]: ti for ti in airflow.task_instances(PIPELINE, run_id, "video.review")}
     labels = {index: ti["rendered_map_index"] for index, ti in rows.items()}
     assert all(label and not label.isdigit() for label in labels.values()), labels  # rows read as prompts
@@ -385,13 +394,16 @@ def test_a_review_publishes_exactly_the_approved_videos(stack: Stack, page: Any)
     assert rejected not in published["extra"]["files"]
 
     # The gallery shows every stored video, the rejected and the first take of row 2 included.
-    with signed_in(stack) as client:
-        shown = client.get("/dreamina/api/generations", params={"dag_id": PIPELINE}).json()["generations"]
-    assert {uri for uri in [*approved, rejected]} <= {generation["stored_uri"] for generation in shown}
-    for generation in shown:  # posters of each row's own image, as the poster option will write
-        manifest = json.loads(local_path(generation["stored_uri"] + ".json").read_text())
-        write_poster(local_path(generation["stored_uri"]).with_suffix(".jpg"), Path(manifest["image_url"]))
+    stored = [
+        output["uri"]
+        for event in airflow.asset_events(source_dag_id=PIPELINE)
+        for output in event["extra"].get("outputs", [])
+    ]
+    assert {*approved, rejected} <= set(stored)
+    for uri in stored:  # posters of each row's own image, as the provider's poster option will write
+        manifest = json.loads(local_path(uri + ".json").read_text())
+        write_poster(local_path(uri).with_suffix(".jpg"), Path(manifest["image_url"]))
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{airflow.api_url}/dreamina/?dag_id={PIPELINE}")
-    assert page.locator("article").count() == len(shown)
+    assert page.locator("article").count() == len(stored)
     screenshot(page, "gallery-after-review.png")
