@@ -38,26 +38,47 @@ class Filters:
     request_id: str | None = None
 
 
+def _request_id_column() -> Any:
+    """``extra["request_id"]`` as SQL, None where the column type cannot index JSON.
+
+    Airflow 3.3 stores ``extra`` as SQLAlchemy's JSON (indexable on SQLite, PostgreSQL and MySQL);
+    older versions use a plain JSON text field, and then the shape is checked in Python only.
+    """
+    from airflow.models.asset import AssetEvent
+
+    try:
+        return AssetEvent.extra["request_id"].as_string()
+    except (NotImplementedError, AttributeError, TypeError):
+        return None
+
+
 def _provider_events_query(dag_ids: set[str], filters: Filters) -> Any:
     from airflow.models.asset import AssetEvent
     from sqlalchemy import select
 
-    request_id = AssetEvent.extra["request_id"].as_string()
     query = select(AssetEvent).where(
         # Events created through the REST API have no source task: not the provider's.
         AssetEvent.source_task_id.is_not(None),
         AssetEvent.source_run_id.is_not(None),
         AssetEvent.source_dag_id.in_(dag_ids),
-        request_id.is_not(None),
     )
+    request_id = _request_id_column()
+    if request_id is not None:
+        query = query.where(request_id.is_not(None))
+        if filters.request_id:
+            query = query.where(request_id == filters.request_id)
     if filters.dag_id:
         query = query.where(AssetEvent.source_dag_id == filters.dag_id)
-    if filters.request_id:
-        query = query.where(request_id == filters.request_id)
     if filters.day:
         start = datetime.combine(filters.day, day_start.min, tzinfo=timezone.utc)
         query = query.where(AssetEvent.timestamp >= start, AssetEvent.timestamp < start + timedelta(days=1))
     return query
+
+
+def _shaped(row: EventRow, filters: Filters) -> bool:
+    """The event carries a request id (the download operator's shape), the one asked for if any."""
+    request_id = row.extra.get("request_id")
+    return isinstance(request_id, str) and bool(request_id) and filters.request_id in (None, request_id)
 
 
 def _row(event: Any) -> EventRow:
@@ -72,10 +93,10 @@ def _row(event: Any) -> EventRow:
     )
 
 
-def provider_events(
+def _newest_rows(
     session: Session, dag_ids: set[str], filters: Filters, *, before: int | None, limit: int
 ) -> list[EventRow]:
-    """The newest events of readable DAGs that look like the provider's, newest first."""
+    """Up to ``limit`` candidate events, newest first (not yet checked for the provider's shape)."""
     from airflow.models.asset import AssetEvent
 
     if not dag_ids:
@@ -87,6 +108,14 @@ def provider_events(
     return [_row(event) for event in session.scalars(query)]
 
 
+def provider_events(
+    session: Session, dag_ids: set[str], filters: Filters, *, before: int | None, limit: int
+) -> list[EventRow]:
+    """The newest events of readable DAGs that look like the provider's, newest first."""
+    rows = _newest_rows(session, dag_ids, filters, before=before, limit=limit)
+    return [row for row in rows if _shaped(row, filters)]
+
+
 def provider_event(session: Session, dag_ids: set[str], event_id: int) -> EventRow | None:
     """One event by id, None unless it is the provider's and its DAG is readable."""
     from airflow.models.asset import AssetEvent
@@ -95,7 +124,8 @@ def provider_event(session: Session, dag_ids: set[str], event_id: int) -> EventR
         return None
     query = _provider_events_query(dag_ids, Filters()).where(AssetEvent.id == event_id)
     event = session.scalars(query).first()
-    return _row(event) if event is not None else None
+    row = _row(event) if event is not None else None
+    return row if row is not None and _shaped(row, Filters()) else None
 
 
 def dags_with_generations(session: Session, dag_ids: set[str]) -> list[str]:
@@ -126,11 +156,13 @@ def find_generations(
     seen: set[tuple[str, str | None]] = set()
     cursor, scanned, more = before, 0, True
     while len(found) < limit and more and scanned < 20 * limit:
-        batch = provider_events(session, dag_ids, filters, before=cursor, limit=2 * limit)
+        batch = _newest_rows(session, dag_ids, filters, before=cursor, limit=2 * limit)
         more = len(batch) == 2 * limit
         for row in batch:
             scanned += 1
             cursor = row.id
+            if not _shaped(row, filters):
+                continue
             images[row.id] = images_in(row)
             for generation in generations_in(row):
                 identity = (generation.video.uri, generation.video.sha256)
