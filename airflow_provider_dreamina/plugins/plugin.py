@@ -9,7 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from airflow.plugins_manager import AirflowPlugin
+try:  # Airflow 3.3: the Task SDK's own copy, so a worker need not import Airflow's core for it
+    from airflow.sdk.plugins_manager import AirflowPlugin
+except ImportError:  # Airflow 3.1 and 3.2
+    from airflow.plugins_manager import AirflowPlugin  # type: ignore[assignment]
 
 URL_PREFIX = "/dreamina"
 # A film frame, drawn in the colour of Airflow's navigation icons.

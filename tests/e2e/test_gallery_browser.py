@@ -215,6 +215,33 @@ def test_the_stored_video_plays_and_seeks(stack: Stack, page: Any) -> None:
     screenshot(page, "gallery-player.png")
 
 
+def test_the_gallery_works_with_the_keyboard(stack: Stack, page: Any) -> None:
+    page.goto(f"{stack.airflow.api_url}/dreamina/")
+    reached = []
+    for _ in range(14):
+        page.keyboard.press("Tab")
+        reached.append(
+            page.evaluate(
+                """() => {
+                    const element = document.activeElement;
+                    const outline = getComputedStyle(element).outlineStyle;
+                    const label = element.getAttribute('name') || element.textContent.trim().slice(0, 30);
+                    return [element.tagName, label, outline !== 'none'];
+                }"""
+            )
+        )
+    tags = [tag for tag, _, _ in reached]
+    # Skip link, the filters, then each card's player and links, in reading order.
+    assert reached[0][:2] == ["A", "Skip to the videos"]
+    order = [tag for index, tag in enumerate(tags) if index == 0 or tags[index - 1] != tag]  # the date's
+    assert order[1:5] == ["SELECT", "INPUT", "BUTTON", "VIDEO"], reached  # fields are one INPUT each
+    # Focus is visible on the page's own controls (the date's and the player's parts draw their own).
+    assert all(visible for tag, _, visible in reached if tag in ("A", "SELECT", "BUTTON")), reached
+    page.locator("article video").first.focus()  # reached by Tab above; now played from the keyboard
+    page.keyboard.press("Space")  # the native controls play with the keyboard
+    page.wait_for_function("() => document.querySelector('video').currentTime > 0.2", timeout=20_000)
+
+
 def test_ranges_are_served_exactly(stack: Stack) -> None:
     with signed_in(stack) as client:
         (generation,) = client.get(
