@@ -14,13 +14,14 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e bench clean
+.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser bench clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
 	@echo "make demo-ui   the Airflow UI with the example DAGs and the emulator, until Ctrl-C"
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
 	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
+	@echo "make test-browser  the gallery and review in headless Chromium (apt-get install chromium)"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
 
@@ -43,8 +44,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The browser tests run in their own target (test-browser), once.
 unit: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not browser"
 
 test: lint typecheck unit
 
@@ -70,6 +72,11 @@ demo-ui: install
 # Only the end-to-end tests (a real scheduler, triggerer, dag processor and API server).
 e2e: install
 	$(BIN)/pytest -m e2e tests/e2e
+
+# The gallery and the review in a real Airflow, driven in headless Chromium (Debian's `chromium`;
+# without it the tests skip and say how to get it). Screenshots go to test-artifacts/browser/.
+test-browser: install
+	$(BIN)/pytest -m browser tests/e2e -rs
 
 # All five benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.

@@ -100,5 +100,16 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
-        "extra-links": ["airflow_provider_dreamina.operators.dreamina.DreaminaOutputLink"],
+        "extra-links": [
+            "airflow_provider_dreamina.links.DreaminaOutputLink",
+            "airflow_provider_dreamina.links.DreaminaGalleryLink",
+        ],
+        # The "Dreamina videos" gallery in the Airflow UI (Airflow loads provider plugins when
+        # [core] lazy_discover_providers is False; see the README's "Gallery" section).
+        "plugins": [
+            {
+                "name": "dreamina_gallery",
+                "plugin-class": "airflow_provider_dreamina.plugins.plugin.DreaminaGalleryPlugin",
+            }
+        ],
     }

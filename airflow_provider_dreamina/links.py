@@ -1,15 +1,83 @@
-"""Extra links the provider's tasks show in the Airflow UI."""
+"""Extra links from a task to the Dreamina gallery's page of its request, and to RunComfy's output.
+
+RunComfy's output URLs expire; the gallery plays the stored video for as long as it is kept. On
+Airflow 3 a link is computed on the worker when the task finishes (or defers) and stored as an
+XCom, so ``get_link`` may read the rendered task: the sensor's and the download operator's
+``request_id`` field, or the ``request_id`` XCom the submit operator pushes.
+
+The second link, "Dreamina video", is RunComfy's own output URL, for as long as it is valid.
+
+Importing this module costs nothing beyond ``airflow.sdk``: operators attach the links at DAG
+parse time.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from airflow.sdk import BaseOperator, BaseOperatorLink
-
-from airflow_provider_dreamina.defaults import XCOM_OUTPUT_URL
+from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
+
+from airflow_provider_dreamina.defaults import XCOM_OUTPUT_URL, XCOM_REQUEST_ID
+
+#: Where Airflow's API server mounts the gallery (see ``plugins/plugin.py``).
+GALLERY_PATH = "/dreamina"
+
+
+def _api_base_url() -> str:
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1 keeps the configuration in core only
+        from airflow.configuration import conf
+    base: Any = conf.get("api", "base_url", fallback="") or ""
+    return str(base).rstrip("/")
+
+
+def gallery_url(request_id: str | None = None, kind: str = "page") -> str:
+    """The gallery (``kind="page"``), or the newest stored ``"video"`` / ``"poster"`` of a request.
+
+    Absolute when ``[api] base_url`` is set, else relative to the Airflow UI's host.
+    """
+    base = f"{_api_base_url()}{GALLERY_PATH}"
+    if not request_id:
+        return f"{base}/"
+    if kind == "page":
+        return f"{base}/?request_id={quote(request_id, safe='')}"
+    return f"{base}/requests/{quote(request_id, safe='')}/{kind}"
+
+
+def _rendered_request_id(operator: Any) -> str | None:
+    value = getattr(operator, "request_id", None)
+    if isinstance(value, str):
+        value = value.strip()
+        if value and value != "None" and "{{" not in value:
+            return value
+    return None
+
+
+def request_id_for(operator: Any, ti_key: Any) -> str | None:
+    """The request a task worked on: its rendered ``request_id`` field, else its own XCom."""
+    found = _rendered_request_id(operator)
+    if found:
+        return found
+    from airflow.sdk.execution_time.xcom import XCom
+
+    value = XCom.get_value(ti_key=ti_key, key=XCOM_REQUEST_ID)
+    return str(value) if value else None
+
+
+class DreaminaGalleryLink(BaseOperatorLink):
+    """ "Dreamina gallery": the gallery's page of the task's request (its stored video and facts)."""
+
+    name = "Dreamina gallery"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        request_id = request_id_for(operator, ti_key)
+        return gallery_url(request_id) if request_id else ""
 
 
 class DreaminaOutputLink(BaseOperatorLink):

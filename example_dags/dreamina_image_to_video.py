@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Asset, Param
 
 from airflow_provider_dreamina.operators.dreamina import (
     DreaminaDownloadOperator,
@@ -24,6 +24,8 @@ REQUEST_ID = "{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"
 # Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 OUTPUT_DIR = "{{ var.value.get('dreamina_output_dir', '/tmp/dreamina-videos') }}"
+# The download announces what it stored on this asset; the "Dreamina videos" gallery lists it.
+VIDEOS = Asset(name="dreamina_videos", uri="dreamina://videos/stored")
 
 with DAG(
     dag_id="dreamina_image_to_video",
@@ -72,6 +74,7 @@ with DAG(
             '"frames": params.frames} | tojson }}'
         ),
         poster=True,  # a JPEG of the middle frame beside the video (the `video` extra, PyAV)
+        outlets=[VIDEOS],
         retries=2,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset
 
 from airflow_provider_dreamina.operators.dreamina import (
     DreaminaDownloadOperator,
@@ -20,6 +20,8 @@ from airflow_provider_dreamina.operators.dreamina import (
 
 # Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+# The download announces what it stored on this asset; the "Dreamina videos" gallery lists it.
+VIDEOS = Asset(name="dreamina_videos", uri="dreamina://videos/stored")
 
 with DAG(
     dag_id="dreamina_single_task",
@@ -47,6 +49,7 @@ with DAG(
         request_id="{{ ti.xcom_pull(task_ids='generate', key='request_id') }}",
         destination="{{ var.value.get('dreamina_output_dir', '/tmp/dreamina-videos') }}/" + DAY,
         generation_input="{{ ti.xcom_pull(task_ids='generate')['input'] | tojson }}",
+        outlets=[VIDEOS],
     )
 
     generate >> download

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import suppress
+from contextlib import closing, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -202,12 +202,56 @@ def wait_for_airflow(url: str, process: subprocess.Popen[bytes], log: Path, time
     raise DemoError(f"Airflow was not healthy within {timeout:.0f} s; the end of {log}:\n{tail(log)}")
 
 
+def api_client(url: str, login: tuple[str, str]) -> httpx.Client:
+    """A client of Airflow's REST API, signed in as the demo user."""
+    client = httpx.Client(base_url=url, timeout=10, trust_env=False)
+    answer = client.post("/auth/token", json={"username": login[0], "password": login[1]})
+    answer.raise_for_status()
+    client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+    return client
+
+
+def emulator_port() -> int:
+    """The emulator's port: the one of the last demo when it is free, so saved connections still work."""
+    remembered = HOME / "emulator-port"
+    preferred = int(os.environ.get("DEMO_EMULATOR_PORT") or 0) or (
+        int(remembered.read_text()) if remembered.is_file() else 8765
+    )
+    port = choose_port(preferred)
+    if remembered.is_file() and port != preferred:
+        say(f"port {preferred} of the last demo's emulator is taken: using {port}; update connections to it")
+    remembered.write_text(str(port))
+    return port
+
+
+def ensure_connection(url: str, login: tuple[str, str], emulator_json: str) -> None:
+    """`dreamina_default` in Airflow's database (so the UI lists it, and Test works), aimed at the emulator.
+
+    The port is stored beside the URL because the UI's Test in Airflow 3.3.2 sends the stored
+    port and refuses a connection whose port is empty.
+    """
+    wanted = json.loads(emulator_json)
+    body = {
+        "connection_id": "dreamina_default",
+        "conn_type": "dreamina",
+        "host": wanted["host"],
+        "port": int(wanted["host"].rsplit(":", 1)[1]),
+        "password": wanted["password"],
+        "extra": json.dumps(wanted["extra"]),
+        "description": "The demo's RunComfy emulator (no token needed)",
+    }
+    with closing(api_client(url, login)) as client:
+        existing = client.get("/api/v2/connections/dreamina_default")
+        if existing.status_code == 404:
+            client.post("/api/v2/connections", json=body).raise_for_status()
+        elif str(existing.json().get("host") or "").startswith("http://127.0.0.1:"):
+            # An earlier demo's emulator on another port; a connection the user aimed elsewhere stays.
+            client.patch("/api/v2/connections/dreamina_default", json=body).raise_for_status()
+
+
 def unpause_examples(url: str, login: tuple[str, str], timeout: float = 90) -> list[str]:
     """Unpause every example DAG once the DAG processor has stored it; returns their ids."""
-    with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
-        answer = client.post("/auth/token", json={"username": login[0], "password": login[1]})
-        answer.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+    with closing(api_client(url, login)) as client:
         expected = sorted(path.stem for path in DAGS.glob("dreamina_*.py"))
         deadline = time.monotonic() + timeout
         while True:
@@ -260,6 +304,11 @@ def run_ui() -> None:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(choose_port(8793)),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(choose_port(8794)),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        # The Test button of Admin → Connections (disabled by default).
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        # Airflow 3.3 loads a provider's UI plugins (the "Dreamina videos" gallery) only when
+        # providers are discovered eagerly.
+        "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
         MARKER_VARIABLE: marker,
     }
     migrate(airflow_env(**settings))
@@ -270,8 +319,10 @@ def run_ui() -> None:
         timeout=120,
     )
     # Jobs a little slower than in `make demo`, so the UI shows tasks waiting in the deferred state.
-    with run_emulator(queue_seconds=3, run_seconds=15) as emulator:
-        env = airflow_env(AIRFLOW_CONN_DREAMINA_DEFAULT=emulator.connection_json(), **settings)
+    with run_emulator(port=emulator_port(), queue_seconds=3, run_seconds=15) as emulator:
+        # The connection lives in the database (see ensure_connection), not in the environment,
+        # so that the UI lists it, tests it, and edits to it take effect.
+        env = airflow_env(**settings)
         log = HOME / "standalone.log"
         say(f"RunComfy emulator listening on {emulator.base_url}")
         say(f"starting `airflow standalone` (scheduler, triggerer, dag processor, API server); log: {log}")
@@ -286,12 +337,15 @@ def run_ui() -> None:
             )
         try:
             wait_for_airflow(url, process, log)
+            ensure_connection(url, UI_LOGIN, emulator.connection_json())
             dag_ids = unpause_examples(url, UI_LOGIN)
             print(
                 f"\n  Airflow UI  {url}\n"
                 f"  login       {user} / {password}\n"
                 f"  DAGs        {', '.join(dag_ids)} (unpaused)\n"
+                f'  gallery     {url}/plugin/dreamina-videos  ("Dreamina videos" in the navigation)\n'
                 f"  videos      {OUTPUT}/\n"
+                f"  emulator    {emulator.base_url}  (dreamina_default: Admin → Connections, Test icon)\n"
                 "\n  dreamina_content_pipeline (daily) runs its latest interval now unless it already has;\n"
                 "  its asset then triggers dreamina_asset_consumer. Trigger dreamina_image_to_video\n"
                 "  yourself, with any prompt.\n"

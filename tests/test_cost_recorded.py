@@ -22,7 +22,7 @@ from airflow_provider_dreamina.operators.dreamina import (
     DreaminaImageToVideoOperator,
 )
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
-from tests.helpers import make_context
+from tests.helpers import FakeTI, make_context
 
 PRICE = 0.37
 
@@ -64,7 +64,7 @@ def download(emulator: EmulatorHandle, tmp_path: Path) -> tuple[dict[str, Any], 
     operator = DreaminaDownloadOperator(
         task_id="download", request_id=request_id, destination=str(tmp_path), outlets=[asset, alias]
     )
-    operator.execute(cast(Any, {"outlet_events": events}))
+    operator.execute(cast(Any, {"outlet_events": events, "ti": FakeTI()}))
     manifest = json.loads((tmp_path / f"{request_id}.mp4.json").read_text())
     return manifest, events[asset].extra, events[alias].asset_alias_events
 

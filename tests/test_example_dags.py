@@ -52,6 +52,15 @@ _IMPORT_DAGS = textwrap.dedent(
         "seconds": time.monotonic() - started,
         "tasks": {dag_id: sorted(bag.dags[dag_id].task_ids) for dag_id in bag.dag_ids},
         "pools": sorted({t.pool for dag in bag.dags.values() for t in dag.tasks}),
+        "params": {dag_id: sorted(bag.dags[dag_id].params) for dag_id in bag.dag_ids},
+        "labelled": {
+            dag_id: sorted(t.task_id for t in dag.tasks if getattr(t, "map_index_template", None))
+            for dag_id, dag in bag.dags.items()
+        },
+        "outlets": {
+            dag_id: {t.task_id: sorted(a.name for a in t.outlets) for t in dag.tasks if t.outlets}
+            for dag_id, dag in bag.dags.items()
+        },
     }))
     """
 )
@@ -107,8 +116,47 @@ def test_example_dags_parse_quickly(parsed: dict[str, object]) -> None:
 def test_the_examples_have_the_tasks_the_readme_describes(parsed: dict[str, object]) -> None:
     assert parsed["tasks"] == {
         "dreamina_asset_consumer": ["summarize"],
-        "dreamina_content_pipeline": ["plan", "publish", "read_batch", "video.download", "video.generate"],
+        "dreamina_content_pipeline": [
+            "plan",
+            "publish",
+            "read_batch",
+            "video.download",
+            "video.download_again",
+            "video.generate",
+            "video.regenerate",
+            "video.review",
+            "video.review_again",
+            "video.verdict",
+        ],
         "dreamina_image_to_video": ["download", "submit", "wait"],
         "dreamina_single_task": ["download", "generate"],
     }
     assert "dreamina" in parsed["pools"]  # type: ignore[operator]
+
+
+def test_every_download_announces_its_videos_to_the_gallery(parsed: dict[str, object]) -> None:
+    outlets = parsed["outlets"]
+    assert outlets == {  # the gallery finds videos through these events
+        "dreamina_asset_consumer": {},
+        "dreamina_content_pipeline": {
+            "publish": ["dreamina_daily_videos"],
+            "video.download": ["dreamina_videos"],
+            "video.download_again": ["dreamina_videos"],
+        },
+        "dreamina_image_to_video": {"download": ["dreamina_videos"]},
+        "dreamina_single_task": {"download": ["dreamina_videos"]},
+    }
+
+
+def test_the_pipeline_can_be_reviewed_and_labels_its_rows(parsed: dict[str, object]) -> None:
+    assert parsed["params"]["dreamina_content_pipeline"] == ["budget_usd", "review"]  # type: ignore[index]
+    # Every mapped task says which row it is.
+    assert parsed["labelled"]["dreamina_content_pipeline"] == [  # type: ignore[index]
+        "video.download",
+        "video.download_again",
+        "video.generate",
+        "video.regenerate",
+        "video.review",
+        "video.review_again",
+        "video.verdict",
+    ]

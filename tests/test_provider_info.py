@@ -26,6 +26,11 @@ def test_every_module_and_class_imports() -> None:
         assert _import_dotted(connection["hook-class-name"]) is DreaminaHook
     for link in info["extra-links"]:
         assert isinstance(_import_dotted(link), type)
+    (plugin,) = info["plugins"]
+    plugin_class = _import_dotted(plugin["plugin-class"])
+    assert plugin_class.name == plugin["name"] == "dreamina_gallery"  # type: ignore[attr-defined]
+    assert [base.__name__ for base in plugin_class.__mro__][1] == "AirflowPlugin"  # type: ignore[attr-defined]
+    assert "airflow_provider_dreamina.links.DreaminaGalleryLink" in info["extra-links"]
 
 
 def test_connection_type_matches_the_hook() -> None:

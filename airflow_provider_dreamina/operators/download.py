@@ -24,8 +24,9 @@ from airflow_provider_dreamina._storage import (
     suffix_from_content_type,
     suffix_from_url,
 )
-from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MODEL_ID
+from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MODEL_ID, XCOM_OUTPUT_URL
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError
+from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
 from airflow_provider_dreamina.redaction import url_without_query
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class DreaminaDownloadOperator(BaseOperator):
         "generation_input",
     )
     ui_color = "#d6f5e3"
+    operator_extra_links = (DreaminaGalleryLink(), DreaminaOutputLink())
 
     def __init__(
         self,
@@ -190,6 +192,8 @@ class DreaminaDownloadOperator(BaseOperator):
             ]
         except DreaminaError as error:
             fail_or_raise(error)
+        if urls:
+            context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=urls[0])
         self._emit_asset_events(context, request_id, stored, result.cost)
         self._report_lineage(stored)
         return [output.uri for output in stored]

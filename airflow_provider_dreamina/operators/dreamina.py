@@ -22,7 +22,7 @@ from airflow_provider_dreamina.defaults import (
     XCOM_REQUEST_ID,
 )
 from airflow_provider_dreamina.exceptions import DreaminaError
-from airflow_provider_dreamina.links import DreaminaOutputLink
+from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
 from airflow_provider_dreamina.operators.download import MANIFEST_SUFFIX, DreaminaDownloadOperator
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ __all__ = [
     "XCOM_OUTPUT_URL",
     "XCOM_REQUEST_ID",
     "DreaminaDownloadOperator",
+    "DreaminaGalleryLink",
     "DreaminaImageToVideoOperator",
     "DreaminaOutputLink",
 ]
@@ -94,7 +95,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
     template_fields: Sequence[str] = ("prompt", "image_url", "seed", "frames", "model_id", "dreamina_conn_id")
     template_fields_renderers = {"prompt": "md"}
     ui_color = "#e8dcff"
-    operator_extra_links = (DreaminaOutputLink(),)
+    operator_extra_links = (DreaminaGalleryLink(), DreaminaOutputLink())
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from airflow_provider_dreamina._compat import (
 )
 from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, XCOM_OUTPUT_URL, XCOM_REQUEST_ID
 from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTimeoutError
-from airflow_provider_dreamina.links import DreaminaOutputLink
+from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -50,7 +50,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("request_id", "dreamina_conn_id")
-    operator_extra_links = (DreaminaOutputLink(),)
+    operator_extra_links = (DreaminaGalleryLink(), DreaminaOutputLink())
 
     def __init__(
         self,

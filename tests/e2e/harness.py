@@ -60,6 +60,8 @@ API
         the task's own log merged with its trigger's, one line per entry (its message, then its
         other fields as JSON).
     ``asset_events(**filters) -> list[dict]``: e.g. ``source_dag_id=...``.
+    ``login(username, password) -> token``: sign the REST client in as that user (for settings
+        where not every user is an admin, e.g. ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS``).
     ``jobs(job_type=None) -> list[dict]``: e.g. ``"TriggererJob"``.
     ``describe_run(dag_id, run_id) -> str``: states of every task, for assertion messages.
     ``process_log(component) -> str``; ``log_files() -> list[Path]`` (everything under logs).
@@ -261,6 +263,17 @@ class Airflow:
         response = self._http.get("/auth/token")
         if response.status_code in (200, 201):
             self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def login(self, username: str, password: str) -> str:
+        """Sign in as a user of the simple auth manager (when not every user is an admin); returns the JWT."""
+        response = self._http.post("/auth/token", json={"username": username, "password": password})
+        if response.status_code not in (200, 201):
+            raise AirflowHarnessError(
+                f"POST /auth/token answered HTTP {response.status_code}: {response.text}"
+            )
+        token = str(response.json()["access_token"])
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        return token
 
     def stop(self) -> None:
         """Stop every component, then every process that still carries this harness's marker."""

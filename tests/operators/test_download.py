@@ -29,7 +29,7 @@ from airflow_provider_dreamina.exceptions import DreaminaDownloadError
 from airflow_provider_dreamina.hooks.dreamina import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, DreaminaHook
 from airflow_provider_dreamina.models import DEFAULT_MODEL_ID, ImageToVideoInput
 from airflow_provider_dreamina.operators.dreamina import DreaminaDownloadOperator
-from tests.helpers import mp4_body
+from tests.helpers import FakeTI, mp4_body
 from tests.operators.download_server import OutputHost, output_host
 
 PROMPT = "a red fox running through fresh snow"
@@ -70,7 +70,7 @@ def make_operator(**kwargs: Any) -> DreaminaDownloadOperator:
 
 
 def run(operator: DreaminaDownloadOperator, events: OutletEventAccessors | None = None) -> list[str]:
-    context = {"outlet_events": events if events is not None else OutletEventAccessors()}
+    context = {"outlet_events": events if events is not None else OutletEventAccessors(), "ti": FakeTI()}
     return operator.execute(cast(Any, context))
 
 

@@ -1,0 +1,388 @@
+"""Finding generations: the provider's asset events, and the manifest beside each stored video.
+
+``DreaminaDownloadOperator`` announces what it stored in an asset event whose extra holds the
+request id and each output (``uri``, ``sha256``, ``bytes``, ``content_type``), and writes
+``<file>.json`` beside each file (prompt, seed, frames, cost, video facts, poster...). A
+generation shown here is one video output of such an event; it is addressed by the event's id and
+the output's position in it, so a request names a record, never a path.
+
+A file is playable only when its record holds together: the event came from a task (not from
+the REST API), the manifest beside the file names the same request, SHA-256 and size, and the
+file still has that size. Manifests are read defensively: any key may be missing, and keys added
+later (``video``, ``poster``) are used when present.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from airflow_provider_dreamina.plugins import storage
+
+#: The manifest beside each stored file is named after it with this suffix added.
+MANIFEST_SUFFIX = ".json"
+MANIFEST_READ_LIMIT = 1024 * 1024
+VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm", "video/x-m4v"})
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+_TYPES_BY_SUFFIX = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/x-m4v",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
+# Reading manifests is I/O (an object store may take tens of milliseconds each): a page reads
+# them side by side, and keeps them a while, since a stored file's record rarely changes.
+_READERS = 8
+_CACHE_SECONDS = 60.0
+_CACHE_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """What the gallery needs of one ``asset_event`` row."""
+
+    id: int
+    timestamp: datetime
+    extra: Mapping[str, Any]
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """A stored file as its record describes it."""
+
+    uri: str
+    content_type: str
+    sha256: str | None = None
+    size: int | None = None
+    conn_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return storage.file_name(self.uri)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One stored video output of a request, with what its manifest says about it."""
+
+    event_id: int
+    index: int
+    recorded_at: datetime
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    request_id: str
+    video: RecordedFile
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+    #: Why the file may not be played ("" when its record holds together).
+    problem: str = "its manifest has not been read"
+    poster: RecordedFile | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.event_id}-{self.index}"
+
+    @property
+    def playable(self) -> bool:
+        return not self.problem
+
+    def _get(self, key: str) -> Any:
+        return self.manifest.get(key)
+
+    @property
+    def prompt(self) -> str | None:
+        value = self._get("prompt")
+        return value if isinstance(value, str) else None
+
+    @property
+    def seed(self) -> int | None:
+        return _as_int(self._get("seed"))
+
+    @property
+    def facts(self) -> Mapping[str, Any]:
+        """The measured facts of the video (``video`` in the manifest), empty when not recorded."""
+        value = self._get("video")
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def frames(self) -> int | None:
+        return _as_int(self.facts.get("frames")) or _as_int(self._get("frames"))
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """The video's measured length; never the generation's wall time (an older manifest key)."""
+        return _as_float(self.facts.get("duration_seconds"))
+
+    @property
+    def cost_usd(self) -> float | None:
+        for key in ("cost_usd", "cost"):
+            value = _as_float(self._get(key))
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def model_id(self) -> str | None:
+        value = self._get("model_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def finished_at(self) -> str | None:
+        value = self._get("finished_at") or self._get("created_at")
+        return value if isinstance(value, str) else None
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def media_type(content_type: Any, uri: str) -> str | None:
+    """The media type of a recorded file: its recorded content type, else its name's suffix."""
+    if isinstance(content_type, str) and content_type.strip():
+        value = content_type.partition(";")[0].strip().lower()
+        if value not in ("application/octet-stream", "binary/octet-stream"):
+            return value
+    return _TYPES_BY_SUFFIX.get(PurePosixPath(storage.file_name(uri)).suffix.lower())
+
+
+def _recorded_file(entry: Any, conn_id: str | None) -> RecordedFile | None:
+    if isinstance(entry, str):
+        entry = {"uri": entry}
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("uri"), str) or not entry["uri"]:
+        return None
+    uri = entry["uri"]
+    kind = media_type(entry.get("content_type"), uri)
+    if kind is None:
+        return None
+    sha256 = entry.get("sha256")
+    own_conn = entry.get("conn_id")
+    return RecordedFile(
+        uri=uri,
+        content_type=kind,
+        sha256=sha256 if isinstance(sha256, str) else None,
+        size=_as_int(entry.get("bytes")),
+        conn_id=own_conn if isinstance(own_conn, str) else conn_id,
+    )
+
+
+def outputs_of(extra: Mapping[str, Any]) -> list[RecordedFile | None]:
+    """Each output an event lists, in its order (None where an entry is unusable)."""
+    conn_id = extra.get("conn_id") if isinstance(extra.get("conn_id"), str) else None
+    entries: Any = extra.get("outputs")
+    if not isinstance(entries, list):
+        if isinstance(extra.get("uri"), str):  # an AssetAlias event: one file per event
+            entries = [extra]
+        elif isinstance(extra.get("uris"), list):
+            entries = extra["uris"]
+        else:
+            entries = []
+    return [_recorded_file(entry, conn_id) for entry in entries]
+
+
+def generations_in(row: EventRow) -> list[Generation]:
+    """The video outputs of one event (images in it are posters, not generations)."""
+    request_id = row.extra.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        return []
+    found = []
+    for index, output in enumerate(outputs_of(row.extra)):
+        if output is None or output.content_type not in VIDEO_TYPES:
+            continue
+        found.append(
+            Generation(
+                event_id=row.id,
+                index=index,
+                recorded_at=row.timestamp,
+                dag_id=row.dag_id,
+                task_id=row.task_id,
+                run_id=row.run_id,
+                map_index=row.map_index,
+                request_id=request_id,
+                video=output,
+            )
+        )
+    return found
+
+
+def generation_at(row: EventRow, index: int) -> Generation | None:
+    return next((found for found in generations_in(row) if found.index == index), None)
+
+
+ReadSmall = Callable[[str, int, "str | None"], "bytes | None"]
+SizeOf = Callable[[str, "str | None"], "int | None"]
+
+
+def read_manifest(video: RecordedFile, read: ReadSmall = storage.read_small) -> dict[str, Any] | None:
+    raw = read(video.uri + MANIFEST_SUFFIX, MANIFEST_READ_LIMIT, video.conn_id)
+    if not raw:
+        return None
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def record_problem(generation: Generation, manifest: Mapping[str, Any] | None) -> str:
+    """Why the event and the manifest beside the file disagree ("" when they agree)."""
+    video = generation.video
+    if manifest is None:
+        return f"no readable manifest beside {video.name} ({video.name}{MANIFEST_SUFFIX})"
+    if manifest.get("request_id") != generation.request_id:
+        return f"the manifest beside {video.name} names another request"
+    stored_uri = manifest.get("stored_uri")
+    if isinstance(stored_uri, str) and stored_uri != video.uri:
+        return f"the manifest beside {video.name} describes another file"
+    recorded_sha, recorded_size = manifest.get("sha256"), _as_int(manifest.get("bytes"))
+    if not isinstance(recorded_sha, str) or recorded_size is None:
+        return f"the manifest beside {video.name} records no SHA-256 and size"
+    if (video.sha256 and video.sha256 != recorded_sha) or (
+        video.size is not None and video.size != recorded_size
+    ):
+        return f"{video.name} was replaced after this event (its manifest records other contents)"
+    return ""
+
+
+def _poster_from_manifest(manifest: Mapping[str, Any], video: RecordedFile) -> str | None:
+    poster = manifest.get("poster")
+    if isinstance(poster, str):
+        poster = {"stored_uri": poster} if "/" in poster else {"file_name": poster}
+    if not isinstance(poster, Mapping):
+        return None
+    uri = poster.get("stored_uri") or poster.get("uri")
+    if isinstance(uri, str) and storage.same_directory(uri, video.uri):
+        return uri
+    name = poster.get("file_name")
+    if isinstance(name, str) and storage.is_plain_name(name):
+        return storage.sibling(video.uri, name)
+    return None
+
+
+def find_poster(
+    video: RecordedFile,
+    manifest: Mapping[str, Any] | None,
+    event_images: Iterable[RecordedFile],
+    size_of: SizeOf = storage.stored_size,
+) -> RecordedFile | None:
+    """The poster of a video: named in its manifest or its event, else ``<video>.jpg`` beside it.
+
+    Only an image in the video's own directory qualifies, so a record cannot point the gallery
+    at a file elsewhere.
+    """
+    stem = PurePosixPath(video.name).stem
+    candidates: list[str] = []
+    if manifest and (named := _poster_from_manifest(manifest, video)):
+        candidates.append(named)
+    candidates.extend(
+        image.uri
+        for image in event_images
+        if storage.same_directory(image.uri, video.uri)
+        and PurePosixPath(image.name).stem in (stem, video.name)
+    )
+    candidates.extend(
+        [storage.sibling(video.uri, f"{video.name}.jpg"), storage.sibling(video.uri, f"{stem}.jpg")]
+    )
+    for uri in dict.fromkeys(candidates):
+        kind = media_type(None, uri)
+        if kind not in IMAGE_TYPES or not storage.same_directory(uri, video.uri):
+            continue
+        size = size_of(uri, video.conn_id)
+        if size:
+            # No size pinned: a poster may be rewritten; what it must be is checked when served.
+            return RecordedFile(uri=uri, content_type=kind, conn_id=video.conn_id)
+    return None
+
+
+class _DetailsCache:
+    """Manifests and posters read recently, per stored file and contents."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str | None], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[str, str | None]) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > _CACHE_SECONDS:
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str | None], value: Any) -> None:
+        if len(self._entries) >= _CACHE_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+details_cache = _DetailsCache()
+
+
+def with_details(
+    generation: Generation,
+    event_images: Iterable[RecordedFile] = (),
+    read: ReadSmall = storage.read_small,
+    size_of: SizeOf = storage.stored_size,
+) -> Generation:
+    """The generation with its manifest, its poster, and whether its record holds together."""
+    key = (generation.video.uri, generation.video.sha256)
+    cached = details_cache.get(key)
+    if cached is None:
+        try:
+            manifest = read_manifest(generation.video, read)
+            poster = find_poster(generation.video, manifest, event_images, size_of)
+        except Exception as error:  # a store that cannot be reached must not break the page
+            return replace(generation, problem=f"its storage could not be read ({type(error).__name__})")
+        cached = (manifest, poster)
+        if manifest is not None and poster is not None:  # what is still missing may appear soon
+            details_cache.put(key, cached)
+    manifest, poster = cached
+    return replace(
+        generation, manifest=manifest or {}, poster=poster, problem=record_problem(generation, manifest)
+    )
+
+
+def with_details_all(
+    generations: list[Generation], images: Mapping[int, list[RecordedFile]]
+) -> list[Generation]:
+    if len(generations) <= 1:
+        return [with_details(found, images.get(found.event_id, ())) for found in generations]
+    with ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="dreamina-gallery") as pool:
+        return list(pool.map(lambda found: with_details(found, images.get(found.event_id, ())), generations))
+
+
+def images_in(row: EventRow) -> list[RecordedFile]:
+    return [output for output in outputs_of(row.extra) if output and output.content_type in IMAGE_TYPES]

@@ -1,0 +1,70 @@
+"""Stored videos as the provider leaves them: a file, its manifest, and the event announcing it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_dreamina.plugins.records import EventRow
+
+VIDEO = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40
+
+
+def store_video(
+    directory: Path,
+    request_id: str,
+    data: bytes = VIDEO,
+    *,
+    manifest: dict[str, Any] | None = None,
+    write_manifest: bool = True,
+) -> dict[str, Any]:
+    """Write ``<request id>.mp4`` and its manifest; returns the event output entry."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{request_id}.mp4"
+    path.write_bytes(data)
+    output = {
+        "uri": path.as_uri(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "content_type": "video/mp4",
+    }
+    if write_manifest:
+        recorded = {
+            "request_id": request_id,
+            "model_id": "bytedance/dreamina-3-0/pro/image-to-video",
+            "prompt": f"prompt of {request_id}",
+            "seed": 42,
+            "frames": 121,
+            "stored_uri": output["uri"],
+            "file_name": path.name,
+            "bytes": len(data),
+            "sha256": output["sha256"],
+            "content_type": "video/mp4",
+            "cost": 0.5,
+            **(manifest or {}),
+        }
+        (directory / f"{path.name}.json").write_text(json.dumps(recorded))
+    return output
+
+
+def event(
+    event_id: int,
+    request_id: str,
+    outputs: list[dict[str, Any]],
+    *,
+    dag_id: str = "dag_a",
+    when: datetime | None = None,
+    map_index: int = -1,
+) -> EventRow:
+    return EventRow(
+        id=event_id,
+        timestamp=when or datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc),
+        extra={"request_id": request_id, "uris": [o["uri"] for o in outputs], "outputs": outputs},
+        dag_id=dag_id,
+        task_id="download",
+        run_id="manual__1",
+        map_index=map_index,
+    )

@@ -1,0 +1,54 @@
+"""The "Dreamina gallery" extra link: from a task to the gallery's page of its request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_dreamina import links
+from airflow_provider_dreamina.links import DreaminaGalleryLink, gallery_url
+
+
+class Task:
+    def __init__(self, request_id: Any = None) -> None:
+        self.request_id = request_id
+
+
+@pytest.fixture
+def xcom(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The task's own XComs, as ``XCom.get_value`` returns them on the worker."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    values: dict[str, Any] = {}
+    monkeypatch.setattr(XCom, "get_value", lambda *, ti_key, key: values.get(key))
+    return values
+
+
+def test_the_link_leads_to_the_gallery_page_of_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    assert gallery_url("abc-1") == "/dreamina/?request_id=abc-1"
+    assert gallery_url("abc-1", "video") == "/dreamina/requests/abc-1/video"
+    assert gallery_url(None) == "/dreamina/"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")
+    assert gallery_url("a b") == "https://airflow.example.com/dreamina/?request_id=a%20b"
+
+
+def test_sensor_and_download_use_their_rendered_request_id(xcom: dict[str, Any]) -> None:
+    xcom["request_id"] = "from-xcom"
+    link = DreaminaGalleryLink()
+    assert link.name == "Dreamina gallery"
+    assert link.get_link(Task("rendered-id"), ti_key=object()).endswith("?request_id=rendered-id")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "field", [None, "", "None", "{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"]
+)
+def test_the_submit_task_uses_its_request_id_xcom(xcom: dict[str, Any], field: Any) -> None:
+    xcom["request_id"] = "pushed-id"
+    assert DreaminaGalleryLink().get_link(Task(field), ti_key=object()).endswith("?request_id=pushed-id")  # type: ignore[arg-type]
+
+
+def test_no_request_no_link(xcom: dict[str, Any]) -> None:
+    assert DreaminaGalleryLink().get_link(Task(None), ti_key=object()) == ""  # type: ignore[arg-type]
+    assert links.request_id_for(Task("  "), object()) is None
