@@ -16,12 +16,26 @@ RESULT_WORDS = ("in_queue", "in_progress", "succeeded", "failed", "cancelled")
 Endpoint = Literal["submit", "status", "result", "cancel", "download", "model"]
 FaultEndpoint = Literal["submit", "status", "result", "cancel", "download", "model", "any"]
 FaultKind = Literal[
-    "429", "500", "502", "503", "reset", "reset_after_send", "slow", "error_200", "truncate", "expired"
+    "429",
+    "500",
+    "502",
+    "503",
+    "reset",
+    "reset_after_send",
+    "slow",
+    "hold",
+    "error_200",
+    "truncate",
+    "expired",
 ]
 OutputKey = Literal["video", "videos", "image", "images"]
 MessageField = Literal["error_message", "message", "error", "detail"]
 
 DOWNLOAD_ONLY_FAULTS = frozenset({"truncate", "expired"})
+# `hold` delays an answer after the work is done (a submit is created and paid first): a crash
+# during the hold is a crash after the POST and before its answer is recorded.
+API_ONLY_FAULTS = frozenset({"hold"})
+DEFAULT_HOLD_SECONDS = 60.0
 # Bigger outputs would overflow the 32-bit per-frame sizes of the generated MP4's sample table.
 MAX_OUTPUT_BYTES = 2**38
 
@@ -38,6 +52,8 @@ class EmulatorConfig(BaseModel):
     run_seconds_range: tuple[float, float] | None = None
     output_bytes: int = Field(256 * 1024, ge=0, le=MAX_OUTPUT_BYTES)
     output_url_ttl: float | None = Field(None, gt=0)
+    # Throttles every output download, so a test can crash a worker in the middle of one.
+    download_bytes_per_second: float | None = Field(None, gt=0)
     extra_fields: bool = False
     message_field: MessageField = "error_message"
     balance_usd: float | None = None
@@ -73,6 +89,8 @@ class FaultSpec(BaseModel):
     def _download_kinds_on_downloads(self) -> FaultSpec:
         if self.kind in DOWNLOAD_ONLY_FAULTS and self.endpoint != "download":
             raise ValueError(f"fault kind {self.kind!r} applies to the download endpoint only")
+        if self.kind in API_ONLY_FAULTS and self.endpoint == "download":
+            raise ValueError(f"fault kind {self.kind!r} applies to API endpoints only")
         return self
 
 
