@@ -14,13 +14,14 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e bench clean
+.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-distributed bench clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
 	@echo "make demo-ui   the Airflow UI with the example DAGs and the emulator, until Ctrl-C"
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
 	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
+	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
 
@@ -43,8 +44,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The distributed chaos scenarios need their own extra and run with `make test-distributed`.
 unit: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not distributed"
 
 test: lint typecheck unit
 
@@ -57,7 +59,7 @@ $(VENV_MIN)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_MIN_VERSION
 	touch $@
 
 test-min: $(VENV_MIN)/.installed
-	$(BIN_MIN)/pytest -m "not e2e"
+	$(BIN_MIN)/pytest -m "not e2e and not distributed"
 
 # One run of dreamina_image_to_video against the emulator; prints where the video and manifest are.
 demo: install
@@ -70,6 +72,15 @@ demo-ui: install
 # Only the end-to-end tests (a real scheduler, triggerer, dag processor and API server).
 e2e: install
 	$(BIN)/pytest -m e2e tests/e2e
+
+$(VENV)/.installed-distributed: $(VENV)/.installed
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev,distributed]" -c constraints/airflow-$(AIRFLOW_VERSION).txt
+	touch $@
+
+# The chaos scenarios of RELIABILITY.md on a production-shaped Airflow: PostgreSQL, Redis, the
+# CeleryExecutor with two workers, two triggerers (all from pip, on 127.0.0.1), and the emulator.
+test-distributed: $(VENV)/.installed-distributed
+	$(BIN)/pytest -m distributed tests/distributed -rxX
 
 # All four benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.
