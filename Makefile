@@ -79,8 +79,10 @@ $(VENV)/.installed-distributed: $(VENV)/.installed
 
 # The chaos scenarios of RELIABILITY.md on a production-shaped Airflow: PostgreSQL, Redis, the
 # CeleryExecutor with two workers, two triggerers (all from pip, on 127.0.0.1), and the emulator.
+# One scenario: make test-distributed DISTRIBUTED=tests/distributed/test_worker_crash.py
+DISTRIBUTED ?= tests/distributed
 test-distributed: $(VENV)/.installed-distributed
-	$(BIN)/pytest -m distributed tests/distributed -rxX
+	$(BIN)/pytest -m distributed $(DISTRIBUTED) -rxX
 
 # All four benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.
