@@ -28,8 +28,10 @@ API beyond the e2e harness's ``Airflow``
     database says runs a trigger (``trigger.triggerer_id``).
 ``Deployment.component_of(pid) -> str | None``: the component whose process tree holds ``pid``.
 ``Deployment.crash(component)``: SIGKILL the component's whole process tree (what a lost machine
-    or an OOM kill does; nothing runs its shutdown code) and leave it down; ``start(component)``
-    brings it back. ``restart(component, crash=...)`` does both.
+    or an OOM kill does; nothing runs its shutdown code) and leave it down;
+    ``start_component(component)`` brings it back (for a triggerer, once its new job row exists; for
+    a worker, once Celery says it is ready). ``restart(component, crash=...)`` does both, and
+    ``ensure_running()`` starts whatever is down.
 ``database_bytes()``: the whole database as ``pg_dump`` SQL text, to search for secrets.
 
 The timing settings (``DEPLOYMENT_SETTINGS``) make failures show up in seconds rather than the
