@@ -41,6 +41,7 @@ defaults' minutes; RELIABILITY.md gives the measured takeover times.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -163,7 +164,8 @@ class Deployment(Airflow):
 
     def _wait_for_worker(self, component: str, timeout: float) -> None:
         # Celery logs "<name>@<host> ready." once it consumes from the queue; a restarted worker's log
-        # already holds the line from its earlier life, so count them.
+        # already holds that line from its earlier life, so count them.
+        ready_line = re.compile(rf"{re.escape(component)}@\S+ ready\.")
         before = self._ready_lines.get(component, 0)
 
         def ready() -> bool:
@@ -172,8 +174,8 @@ class Deployment(Airflow):
                 raise AirflowHarnessError(
                     f"{component} exited with {process.returncode}:\n{self.process_log(component)[-3000:]}"
                 )
-            count = self.process_log(component).count(f"{component}@")
-            if count > before and " ready." in self.process_log(component).rsplit(f"{component}@", 1)[-1]:
+            count = len(ready_line.findall(self.process_log(component)))
+            if count > before:
                 self._ready_lines[component] = count
                 return True
             return False
