@@ -14,7 +14,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser bench clean
+.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser test-distributed bench clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
@@ -22,6 +22,7 @@ help:
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
 	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
 	@echo "make test-browser  the gallery and review in headless Chromium (apt-get install chromium)"
+	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
 
@@ -44,9 +45,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# The browser tests run in their own target (test-browser), once.
+# The browser tests run in their own target (test-browser), once; the distributed chaos scenarios
+# need their own extra and run with `make test-distributed`.
 unit: install
-	$(BIN)/pytest -m "not browser"
+	$(BIN)/pytest -m "not browser and not distributed"
 
 test: lint typecheck unit
 
@@ -59,7 +61,7 @@ $(VENV_MIN)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_MIN_VERSION
 	touch $@
 
 test-min: $(VENV_MIN)/.installed
-	$(BIN_MIN)/pytest -m "not e2e"
+	$(BIN_MIN)/pytest -m "not e2e and not distributed"
 
 # One run of dreamina_image_to_video against the emulator; prints where the video and manifest are.
 demo: install
@@ -77,6 +79,17 @@ e2e: install
 # without it the tests skip and say how to get it). Screenshots go to test-artifacts/browser/.
 test-browser: install
 	$(BIN)/pytest -m browser tests/e2e -rs
+
+$(VENV)/.installed-distributed: $(VENV)/.installed
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev,distributed]" -c constraints/airflow-$(AIRFLOW_VERSION).txt
+	touch $@
+
+# The chaos scenarios of RELIABILITY.md on a production-shaped Airflow: PostgreSQL, Redis, the
+# CeleryExecutor with two workers, two triggerers (all from pip, on 127.0.0.1), and the emulator.
+# One scenario: make test-distributed DISTRIBUTED=tests/distributed/test_worker_crash.py
+DISTRIBUTED ?= tests/distributed
+test-distributed: $(VENV)/.installed-distributed
+	$(BIN)/pytest -m distributed $(DISTRIBUTED) -rxX
 
 # All five benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.

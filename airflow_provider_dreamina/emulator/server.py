@@ -34,6 +34,7 @@ from airflow_provider_dreamina.emulator.media import (
 )
 from airflow_provider_dreamina.emulator.render import RendererUnavailable
 from airflow_provider_dreamina.emulator.settings import (
+    DEFAULT_HOLD_SECONDS,
     MODEL_ID,
     EmulatorConfig,
     Endpoint,
@@ -228,6 +229,8 @@ class EmulatorApp:
         response = await work()
         if fault is not None and fault.kind == "reset_after_send":
             return self._drop(request)
+        if fault is not None and fault.kind == "hold":
+            await asyncio.sleep(DEFAULT_HOLD_SECONDS if fault.delay is None else fault.delay)
         return response
 
     # The RunComfy Model API
@@ -414,6 +417,8 @@ class EmulatorApp:
             yield chunk
             # Resumed only once the chunk was handed to the transport.
             self.emulator.counters.bytes_served += len(chunk)
+            if rate := self.emulator.config.download_bytes_per_second:
+                await asyncio.sleep(len(chunk) / rate)
         if truncate_at is not None:
             connection.close_after_flush()
 

@@ -17,7 +17,17 @@ Endpoint = Literal["submit", "status", "result", "cancel", "download", "model", 
 FaultEndpoint = Literal["submit", "status", "result", "cancel", "download", "model", "balance", "any"]
 PriceUnit = Literal["output", "second"]
 FaultKind = Literal[
-    "429", "500", "502", "503", "reset", "reset_after_send", "slow", "error_200", "truncate", "expired"
+    "429",
+    "500",
+    "502",
+    "503",
+    "reset",
+    "reset_after_send",
+    "slow",
+    "hold",
+    "error_200",
+    "truncate",
+    "expired",
 ]
 OutputKey = Literal["video", "videos", "image", "images"]
 MessageField = Literal["error_message", "message", "error", "detail"]
@@ -25,6 +35,10 @@ MessageField = Literal["error_message", "message", "error", "detail"]
 DOWNLOAD_ONLY_FAULTS = frozenset({"truncate", "expired"})
 # Small enough that a 241-frame render takes a couple of seconds on 2 cores.
 DEFAULT_LONG_SIDE = 640
+# `hold` delays an answer after the work is done (a submit is created and paid first): a crash
+# during the hold is a crash after the POST and before its answer is recorded.
+API_ONLY_FAULTS = frozenset({"hold"})
+DEFAULT_HOLD_SECONDS = 60.0
 # Bigger outputs would overflow the 32-bit per-frame sizes of the generated MP4's sample table.
 MAX_OUTPUT_BYTES = 2**38
 
@@ -45,6 +59,8 @@ class EmulatorConfig(BaseModel):
     # Long side of every output in pixels; the short side follows the input image's aspect ratio.
     output_long_side: int = Field(DEFAULT_LONG_SIDE, ge=64, le=4096)
     output_url_ttl: float | None = Field(None, gt=0)
+    # Throttles every output download, so a test can crash a worker in the middle of one.
+    download_bytes_per_second: float | None = Field(None, gt=0)
     extra_fields: bool = False
     message_field: MessageField = "error_message"
     # The balance as last set (None: unlimited and not reported); each succeeded job lowers it.
@@ -87,6 +103,8 @@ class FaultSpec(BaseModel):
     def _download_kinds_on_downloads(self) -> FaultSpec:
         if self.kind in DOWNLOAD_ONLY_FAULTS and self.endpoint != "download":
             raise ValueError(f"fault kind {self.kind!r} applies to the download endpoint only")
+        if self.kind in API_ONLY_FAULTS and self.endpoint == "download":
+            raise ValueError(f"fault kind {self.kind!r} applies to API endpoints only")
         return self
 
 
