@@ -54,7 +54,7 @@ except ImportError:  # Airflow 3.1
 DATA = Path(__file__).parent / "data"
 DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
 # Every stored video is announced here; the "Dreamina videos" gallery lists these events.
-VIDEOS = Asset(name="dreamina_videos", uri="dreamina://videos/stored")
+VIDEOS = Asset(name="dreamina_videos")
 # Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 OUTPUT = "{{ var.value.get('dreamina_output_dir', '/tmp/dreamina-videos') }}/pipeline/" + DAY

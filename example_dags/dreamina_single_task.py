@@ -21,7 +21,7 @@ from airflow_provider_dreamina.operators.dreamina import (
 # Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 # The download announces what it stored on this asset; the "Dreamina videos" gallery lists it.
-VIDEOS = Asset(name="dreamina_videos", uri="dreamina://videos/stored")
+VIDEOS = Asset(name="dreamina_videos")
 
 with DAG(
     dag_id="dreamina_single_task",
