@@ -78,6 +78,12 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param timeout: overall seconds to wait; a request still queued then is cancelled.
     :param cancel_on_kill: cancel a still-queued request when the task is killed.
     :param validate_image: check the image against the schema before submitting.
+    :param image_roots: directories or object-storage prefixes (``/data/frames``,
+        ``s3://bucket/inputs/``) under which a local or object-storage ``image_url`` may be read;
+        anything else is refused (https URLs and ``data:`` URIs need no root). Not templated: a
+        template can read DAG-run params, and whoever triggers a run must not widen the roots.
+    :param image_conn_id: the Airflow connection object storage is read with. Not templated, for
+        the same reason: a run must not choose which connection the worker uses.
     :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
         retries) to tolerate while waiting before the try fails (and Airflow may retry it).
     """
@@ -103,6 +109,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
         cancel_on_kill: bool = True,
         validate_image: bool = True,
         max_consecutive_errors: int = 5,
+        image_roots: str | Sequence[str] | None = None,
+        image_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +129,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.validate_image = validate_image
         self.max_consecutive_errors = max_consecutive_errors
+        self.image_roots = image_roots
+        self.image_conn_id = image_conn_id
         self._request_id: str | None = None
 
     @cached_property
@@ -181,7 +191,13 @@ class DreaminaImageToVideoOperator(BaseOperator):
                     )
                 elif (state := self._reusable_state(str(saved["request_id"]))) is not None:
                     return str(saved["request_id"]), state is RequestState.SUCCEEDED
-        submitted = self.hook.submit(request, self.model_id, validate_image=self.validate_image)
+        submitted = self.hook.submit(
+            request,
+            self.model_id,
+            validate_image=self.validate_image,
+            image_roots=self.image_roots,
+            image_conn_id=self.image_conn_id,
+        )
         if store is not None:
             store.set(STATE_KEY, {"request_id": submitted.request_id, "fingerprint": fingerprint})
         self.log.info(
