@@ -205,6 +205,17 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _without_queries(text: str) -> str:
+    # A failure reason may quote the signed URL of the image it could not fetch.
+    from airflow_provider_dreamina.redaction import without_queries
+
+    return without_queries(text)
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text) if not text.isprintable() else text
+
+
 class _Answer(BaseModel):
     """Base of every answer model: unknown fields are kept, never rejected; known ones are bounded."""
 
@@ -223,7 +234,16 @@ class _Answer(BaseModel):
     @field_validator("status", "outcome", mode="before", check_fields=False)
     @classmethod
     def _short_word(cls, value: Any) -> Any:
-        return _cut(value, WORD_MAX_CHARS) if isinstance(value, str) else value
+        # A word is logged: no line breaks or other control characters to forge log lines with.
+        return _cut(_printable(value.strip()), WORD_MAX_CHARS) if isinstance(value, str) else value
+
+    @field_validator("status_url", "result_url", "cancel_url", mode="before", check_fields=False)
+    @classmethod
+    def _informative_url(cls, value: Any) -> Any:
+        # Logged, never fetched: dropped when it could not be a URL.
+        if not isinstance(value, str) or len(value) > OUTPUT_URL_MAX_CHARS or _printable(value) != value:
+            return None
+        return value
 
 
 class SubmittedRequest(_Answer):
@@ -282,6 +302,8 @@ class RequestOutput(_Answer):
     def _bounded_url(cls, value: str | None) -> str | None:
         if value is not None and len(value) > OUTPUT_URL_MAX_CHARS:
             raise ValueError(f"an output URL is longer than {OUTPUT_URL_MAX_CHARS} characters")
+        if value is not None and _printable(value) != value:
+            raise ValueError("an output URL holds spaces or control characters")
         return value
 
     @field_validator("videos", "images")
@@ -341,12 +363,14 @@ class RequestResult(_Answer):
                 key: value[key] for key in ("type", "message", "detail", "code") if value.get(key) is not None
             }
             if not kept:
-                return _cut(json.dumps(value, default=str), ERROR_MAX_CHARS)
+                return _without_queries(_cut(json.dumps(value, default=str), ERROR_MAX_CHARS))
             return {
-                key: _cut(item if isinstance(item, str) else json.dumps(item, default=str), ERROR_MAX_CHARS)
+                key: _without_queries(
+                    _cut(item if isinstance(item, str) else json.dumps(item, default=str), ERROR_MAX_CHARS)
+                )
                 for key, item in kept.items()
             }
-        return _cut(value if isinstance(value, str) else str(value), ERROR_MAX_CHARS)
+        return _without_queries(_cut(value if isinstance(value, str) else str(value), ERROR_MAX_CHARS))
 
     @property
     def state(self) -> RequestState:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-_URL_WITH_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*")
+# Every URL matches, with or without a query, so the engine never backtracks over a long path;
+# and a scheme is at most 32 characters: linear time on any text, however hostile.
+_URL_WITH_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s?#'\"<>]*)(?:[?#][^\s'\"<>]*)?")
 MASK = "***"
 # How deep scrub_exception looks into lists and dicts; answers are depth-checked far below this.
 _SCRUB_DEPTH = 64
@@ -47,14 +50,18 @@ def scrub_exception(error: BaseException, secret: str | None) -> BaseException:
     """
     if not secret:
         return error
+
+    def mask(text: str) -> str:
+        return text.replace(secret, MASK)
+
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        current.args = tuple(_scrubbed(arg, secret, 0) for arg in current.args)
+        current.args = tuple(map_strings(arg, mask) for arg in current.args)
         for name, value in list(vars(current).items()):
             if _holds(value, secret):
-                vars(current)[name] = _scrubbed(value, secret, 0)
+                vars(current)[name] = map_strings(value, mask)
         current = current.__cause__ or current.__context__
     return error
 
@@ -68,21 +75,23 @@ def _holds(value: Any, secret: str) -> bool:
         return True
 
 
-def _scrubbed(value: Any, secret: str, depth: int) -> Any:
-    """``value`` with ``secret`` masked in every string inside it (lists, dicts, models)."""
+def map_strings(value: Any, change: Callable[[str], str], depth: int = 0) -> Any:
+    """``value`` with ``change`` applied to every string inside it (lists, tuples, dicts, models)."""
     if isinstance(value, str):
-        return value.replace(secret, MASK)
+        return change(value)
     if depth > _SCRUB_DEPTH:
         return value
     if isinstance(value, list):
-        return [_scrubbed(item, secret, depth + 1) for item in value]
+        return [map_strings(item, change, depth + 1) for item in value]
     if isinstance(value, tuple):
-        return tuple(_scrubbed(item, secret, depth + 1) for item in value)
+        return tuple(map_strings(item, change, depth + 1) for item in value)
     if isinstance(value, dict):
-        return {_scrubbed(k, secret, depth + 1): _scrubbed(v, secret, depth + 1) for k, v in value.items()}
+        return {
+            map_strings(k, change, depth + 1): map_strings(v, change, depth + 1) for k, v in value.items()
+        }
     dump = getattr(value, "model_dump", None)
-    if callable(dump) and _holds(value, secret):  # a pydantic model, such as a request error's result
-        return type(value).model_validate(_scrubbed(dump(mode="json"), secret, depth + 1))
+    if callable(dump):  # a pydantic model, such as the result a request error carries
+        return type(value).model_validate(map_strings(dump(mode="json"), change, depth + 1))
     return value
 
 

@@ -174,3 +174,26 @@ def test_the_new_connection_extras_are_read() -> None:
         3600,
     )
     assert defaults.allowed_image_roots == () and defaults.allowed_image_hosts == ()
+
+
+def test_answer_words_and_urls_cannot_forge_log_lines() -> None:
+    status = RequestStatus(
+        request_id="r1", status="completed\n2026 INFO forged", status_url="https://x/\nforged"
+    )
+    assert "\n" not in status.status and status.status_url is None
+    assert RequestStatus(request_id="r1", status=" completed\n").state.value == "succeeded"
+    with pytest.raises(ValidationError):
+        RequestResult.model_validate(
+            {
+                "request_id": "r1",
+                "status": "succeeded",
+                "output": {"video": "https://a.runcomfy.net/v.mp4\nX: y"},
+            }
+        )
+
+
+def test_a_failure_reason_quoting_a_signed_url_loses_its_signature() -> None:
+    reason = "could not fetch https://bucket.s3.amazonaws.com/in.png?X-Amz-Signature=5ecret: 403"
+    result = RequestResult(request_id="r1", status="failed", error={"type": "fetch", "message": reason})
+    assert "5ecret" not in json.dumps(result.to_event())
+    assert "https://bucket.s3.amazonaws.com/in.png" in (result.error_message or "")

@@ -17,7 +17,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaServerError,
     DreaminaUnreadableAnswerError,
 )
-from airflow_provider_dreamina.redaction import shorten, without_secret
+from airflow_provider_dreamina.redaction import map_strings, shorten, without_queries, without_secret
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
 from airflow_provider_dreamina.runcomfy.reading import UnreadableAnswer, json_of
 from airflow_provider_dreamina.runcomfy.retries import parse_retry_after
@@ -47,8 +47,12 @@ def error_for(
         error_code: int | None = int(body["error_code"]) if has_error_code else None
     except (TypeError, ValueError):
         error_code = None
-    message = shorten(
-        without_secret(_error_message(body) or response.reason_phrase or "no message", settings.token), 500
+    # RunComfy may quote what it could not fetch: a signed image URL keeps its signature in its query.
+    message = without_queries(
+        shorten(
+            without_secret(_error_message(body) or response.reason_phrase or "no message", settings.token),
+            500,
+        )
     )
     common: dict[str, Any] = {
         "status_code": status,
@@ -113,6 +117,7 @@ def unreadable(call: Call[Any], status_code: int, reason: str) -> DreaminaUnread
 def _bounded_detail(detail: Any, token: str) -> Any:
     if detail is None:
         return None
+    detail = map_strings(detail, lambda text: without_queries(shorten(text, _DETAIL_MAX_CHARS)))
     text = json.dumps(detail, default=str)
     if len(text) <= _DETAIL_MAX_CHARS:
         return detail

@@ -228,3 +228,19 @@ def test_a_token_echoed_by_the_server_is_in_no_attribute_of_the_error(
     leaks = [text for text in _every_string(caught.value) if TOKEN in text]
     assert leaks == []
     assert "***" in json.dumps(caught.value.detail)
+
+
+def test_an_error_quoting_a_signed_image_url_loses_its_signature(server: HostileServer, api: Api) -> None:
+    quoted = "https://bucket.s3.amazonaws.com/in.png?X-Amz-Signature=5ecret"
+    server.answer(
+        SUBMIT,
+        status=422,
+        body={
+            "error_message": f"could not fetch {quoted}",
+            "detail": [{"loc": ["body", "image_urls"], "msg": quoted}],
+        },
+    )
+    with pytest.raises(DreaminaRejectedInputError) as caught:
+        api(fast_hook(), "submit", an_input())
+    assert [text for text in _every_string(caught.value) if "5ecret" in text] == []
+    assert "https://bucket.s3.amazonaws.com/in.png" in str(caught.value)
