@@ -37,14 +37,16 @@ def send(
             response: httpx.Response | None = None
             transport_error: httpx.HTTPError | None = None
             unreadable: reading.UnreadableAnswer | None = None
+            unexpected: Exception | None = None
             try:
                 response = _exchange(client, call, settings)
             except httpx.HTTPError as error:
                 transport_error = error
             except reading.UnreadableAnswer as error:
                 unreadable = error
-            if unreadable is not None:
-                raise _unreadable(call, unreadable)
+            except Exception as error:
+                unexpected = error
+            _raise_unreadable(call, unreadable, unexpected)
             delay = _next_delay(call, attempt, policy, settings, response, transport_error)
             if delay is None:
                 assert response is not None
@@ -64,6 +66,7 @@ async def asend(
             response: httpx.Response | None = None
             transport_error: httpx.HTTPError | None = None
             unreadable: reading.UnreadableAnswer | None = None
+            unexpected: Exception | None = None
             try:
                 # The deadline starts once a pool slot is free: queueing behind other polls of a
                 # busy triggerer is not the answer being slow.
@@ -80,8 +83,9 @@ async def asend(
                 transport_error = error
             except reading.UnreadableAnswer as error:
                 unreadable = error
-            if unreadable is not None:
-                raise _unreadable(call, unreadable)
+            except Exception as error:
+                unexpected = error
+            _raise_unreadable(call, unreadable, unexpected)
             delay = _next_delay(call, attempt, policy, settings, response, transport_error)
             if delay is None:
                 assert response is not None
@@ -131,10 +135,19 @@ def _answer(streamed: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
-def _unreadable(call: Call[AnswerT], error: reading.UnreadableAnswer) -> DreaminaError:
+def _raise_unreadable(
+    call: Call[AnswerT], unreadable: reading.UnreadableAnswer | None, unexpected: Exception | None
+) -> None:
+    """Raise for an answer that broke a bound, or for anything else that went wrong in between."""
+    if unexpected is not None:
+        if call.paid:  # whatever it was, the POST may have been paid for
+            raise submit_uncertain(call, f"{type(unexpected).__name__} while reading the answer")
+        raise unexpected
+    if unreadable is None:
+        return
     if call.paid:
-        return submit_uncertain(call, str(error))
-    return answers.unreadable(call, error.status_code, str(error))
+        raise submit_uncertain(call, str(unreadable))
+    raise answers.unreadable(call, unreadable.status_code, str(unreadable))
 
 
 def _parse(call: Call[AnswerT], response: httpx.Response) -> AnswerT:

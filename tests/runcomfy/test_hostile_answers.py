@@ -244,3 +244,19 @@ def test_an_error_quoting_a_signed_image_url_loses_its_signature(server: Hostile
         api(fast_hook(), "submit", an_input())
     assert [text for text in _every_string(caught.value) if "5ecret" in text] == []
     assert "https://bucket.s3.amazonaws.com/in.png" in str(caught.value)
+
+
+def test_any_failure_after_a_paid_post_is_uncertain() -> None:
+    import httpx
+
+    from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
+
+    def explode(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("something no one planned for")
+
+    hook = DreaminaHook(transport=httpx.MockTransport(explode))
+    hook._settings = DreaminaSettings(conn_id="x", base_url="https://api.test", token=TOKEN, max_retries=0)
+    with pytest.raises(DreaminaSubmitUncertainError, match="RuntimeError"):
+        hook.submit(an_input())
+    with pytest.raises(RuntimeError):  # a read is not paid for: a bug surfaces as itself
+        hook.get_status("r1")
