@@ -4,12 +4,18 @@ Nothing appears under a final name before it is complete. Every file is written 
 temporary name in the destination directory, then renamed: ``os.replace`` on a local disk; on an
 object store a move, because fsspec files commit whatever they hold when closed, even after an
 error (s3fs completes the multipart upload), so a failed write must never go to the final key.
+A try killed outright (SIGKILL, a lost worker) cannot clean up: the next try of the same output
+removes the temporary files it left. Existing files are read without following a symlink, and a
+full disk is an error worth retrying.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -18,7 +24,11 @@ from typing import IO, TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError
+from airflow_provider_dreamina.exceptions import (
+    DreaminaDestinationFullError,
+    DreaminaDownloadError,
+    DreaminaError,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -27,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK_SIZE = 1024 * 1024
+#: The largest output a download stores unless told otherwise (as RunComfy's own CLI): 2 GiB.
+DEFAULT_MAX_BYTES = 2 * 1024**3
 _NAME_MAX_BYTES = 255
 # Suffixes RunComfy outputs may have; anything else from a URL is ignored, never trusted.
 _SUFFIXES_BY_TYPE = {
@@ -40,6 +52,10 @@ _SUFFIXES_BY_TYPE = {
 }
 _KNOWN_SUFFIXES = frozenset({*_SUFFIXES_BY_TYPE.values(), ".m4v", ".jpeg"})
 _PARTIAL_MARK = ".partial-"
+_PARTIAL_ID = re.compile(r"[0-9a-f]{12}")
+# Out of space, or over the file system's (or the user's) size limit: freeing space cures it.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def suffix_from_url(url: str) -> str | None:
@@ -82,6 +98,11 @@ def check_name(name: str, destination: str) -> str:
     return name
 
 
+def partial_prefix(name: str) -> str:
+    """How the temporary files of the output ``name`` start; a random 12-hex-digit id follows."""
+    return f".{name}{_PARTIAL_MARK}"
+
+
 class PartialFile:
     """A file being written under a temporary name; :meth:`commit` gives it its final name.
 
@@ -90,9 +111,10 @@ class PartialFile:
 
     def __init__(self, destination: Destination, name: str) -> None:
         self.destination = destination
-        self.temp_name = f".{name}{_PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
+        self.temp_name = f"{partial_prefix(name)}{uuid.uuid4().hex[:12]}"
         self.committed = False
         self._file: IO[bytes] | None = None
+        destination.remove_stale_partials(name)
         with destination.errors("create a file in"):
             self._file = destination._open_write(self.temp_name)
 
@@ -152,6 +174,31 @@ class Destination:
         raise NotImplementedError
 
     def exists(self, name: str) -> bool:
+        """Whether ``name`` exists (a symbolic link counts, whatever it points to)."""
+        raise NotImplementedError
+
+    def is_link(self, name: str) -> bool:
+        """Whether ``name`` is a symbolic link, which is never followed."""
+        return False
+
+    def remove_stale_partials(self, name: str) -> None:
+        """Remove the temporary files of ``name`` that an earlier, killed try left behind."""
+        prefix = partial_prefix(name)
+        try:
+            stale = [
+                entry
+                for entry in self._names_starting(prefix)
+                if _PARTIAL_ID.fullmatch(entry.removeprefix(prefix))
+            ]
+        except Exception as error:  # cleaning up must never fail a download
+            log.debug("Could not list %s for leftover temporary files: %s", self.display, error)
+            return
+        for entry in stale:
+            self._remove_quietly(entry)
+        if stale:
+            log.info("Removed %d temporary file(s) an interrupted try left in %s", len(stale), self.display)
+
+    def _names_starting(self, prefix: str) -> list[str]:
         raise NotImplementedError
 
     def read_bytes(self, name: str, limit: int) -> bytes | None:
@@ -220,6 +267,12 @@ class _StorageErrors:
     ) -> None:
         if error is None or isinstance(error, DreaminaError) or not isinstance(error, Exception):
             return
+        if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+            raise DreaminaDestinationFullError(
+                f"destination {self.display} is full (or the file is too large for it): could not "
+                f"{self.action} it ({error.strerror or type(error).__name__}); nothing incomplete was kept. "
+                "Free some space, then run the task again"
+            ) from error
         detail = str(error) or type(error).__name__
         verb = "read" if self.action == "read" else "written"
         raise DreaminaDownloadError(
@@ -244,10 +297,25 @@ class LocalDestination(Destination):
         return (self.directory / name).as_uri()
 
     def exists(self, name: str) -> bool:
-        return (self.directory / name).exists()
+        return os.path.lexists(self.directory / name)
+
+    def is_link(self, name: str) -> bool:
+        return os.path.islink(self.directory / name)
+
+    def _names_starting(self, prefix: str) -> list[str]:
+        with os.scandir(self.directory) as entries:
+            return [entry.name for entry in entries if entry.name.startswith(prefix)]
 
     def _open_read(self, name: str) -> IO[bytes]:
-        return (self.directory / name).open("rb")
+        # Never through a symlink, never a FIFO or a device: only the regular file of that name.
+        descriptor = os.open(self.directory / name, _READ_FLAGS)
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", name)
+            return os.fdopen(descriptor, "rb")
+        except BaseException:
+            os.close(descriptor)
+            raise
 
     def _open_write(self, name: str, *, exclusive: bool = True) -> IO[bytes]:
         return (self.directory / name).open("xb" if exclusive else "wb")
@@ -317,6 +385,11 @@ class StoreDestination(Destination):
     def exists(self, name: str) -> bool:
         with self.errors("read"):
             return bool(self.fs.exists(self._key(name)))
+
+    def _names_starting(self, prefix: str) -> list[str]:
+        listing = self.fs.ls(self.path.path.rstrip("/") or "/", detail=False)
+        names = (str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in listing)
+        return [name for name in names if name.startswith(prefix)]
 
     def _open_read(self, name: str) -> IO[bytes]:
         handle: IO[bytes] = self.fs.open(self._key(name), "rb")

@@ -32,6 +32,18 @@ class DreaminaInvalidInputError(DreaminaError):
         self.field = field
 
 
+class DreaminaImageRefusedError(DreaminaInvalidInputError):
+    """The image source breaks the image source policy: it was refused before anything was read.
+
+    Local paths and object storage are read only under roots the DAG author or the deployment
+    allowed; fetched URLs must be public ``https``. The message names the rule and how to allow
+    the source, never what the file system or the network would have revealed.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="image_urls")
+
+
 class DreaminaConfigurationError(DreaminaError):
     """The Airflow connection is incomplete or malformed (for example, it has no API token)."""
 
@@ -59,6 +71,14 @@ class DreaminaAPIError(DreaminaError):
         code = f", error_code {self.error_code}" if self.error_code is not None else ""
         request = f" [request {self.request_id}]" if self.request_id else ""
         return f"{self.message} (HTTP {self.status_code}{code}){request}"
+
+
+class DreaminaUnreadableAnswerError(DreaminaAPIError):
+    """RunComfy's answer could not be read: too large, compressed, too slow, not JSON or not the
+    expected shape. After a paid submit this becomes :class:`DreaminaSubmitUncertainError` instead.
+    """
+
+    retryable = True
 
 
 class DreaminaAuthError(DreaminaAPIError):
@@ -165,6 +185,16 @@ class DreaminaInvalidVideoError(DreaminaDownloadError):
     """An output that claims to be a video is not one: an HTML page, a truncated file, no video track.
 
     Retryable: a CDN answering with an error page or cutting a body short usually does not do it twice.
+    """
+
+    retryable = True
+
+
+class DreaminaDestinationFullError(DreaminaDownloadError):
+    """The destination ran out of space (or hit its file size limit) while an output was written.
+
+    Nothing incomplete is left under the final name; once space is freed, running the task again
+    saves the output.
     """
 
     retryable = True

@@ -60,6 +60,39 @@ def get_provider_info() -> dict[str, Any]:
                             "plain http is allowed only for these (for example a local emulator)."
                         ),
                     },
+                    "allowed_image_roots": {
+                        "label": "Allowed image roots",
+                        "schema": {"type": ["array", "null"], "items": {"type": "string"}},
+                        "description": (
+                            "Directories and object-storage prefixes (such as /data/frames or "
+                            "s3://bucket/inputs/) under which local and object-storage input images may "
+                            "be read, for every DAG using this connection. Nothing else is read."
+                        ),
+                    },
+                    "allowed_image_hosts": {
+                        "label": "Allowed image hosts",
+                        "schema": {"type": ["array", "null"], "items": {"type": "string"}},
+                        "description": (
+                            "Hosts the image preflight may fetch from although they are not public "
+                            "https hosts (for example a local emulator); plain http is allowed only for "
+                            "these."
+                        ),
+                    },
+                    "request_deadline": {
+                        "label": "Deadline per API call (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 120},
+                        "description": (
+                            "Wall-clock limit on one call and its whole answer, however slowly it arrives."
+                        ),
+                    },
+                    "preflight_deadline": {
+                        "label": "Image preflight deadline (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 60},
+                    },
+                    "download_deadline": {
+                        "label": "Download deadline per output (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 3600},
+                    },
                     "timeout": {
                         "label": "Read timeout (seconds)",
                         "schema": {"type": ["number", "null"], "default": 30},

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
+import re
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +26,23 @@ log = logging.getLogger(__name__)
 PROMPT_MAX_CHARS = 800
 FRAME_COUNTS = (121, 241)
 FRAMES_PER_SECOND = 24
+
+# Answers come from the network: every field that reaches a log line, an XCom or a trigger event
+# is bounded here, whatever RunComfy (or anything pretending to be it) sends.
+#: What a RunComfy request id may look like; dots are allowed inside an id, but an id of dots
+#: alone would walk up the URL path, and a newline would forge log lines.
+REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
+#: Status words, outcomes and similar single words are cut to this many characters.
+WORD_MAX_CHARS = 100
+#: A failure reason is cut to this many characters.
+ERROR_MAX_CHARS = 2000
+#: Outputs beyond this many are dropped (Dreamina image-to-video returns one).
+MAX_OUTPUTS = 100
+#: An output URL longer than this is refused (signed URLs are a few hundred to a few thousand).
+OUTPUT_URL_MAX_CHARS = 8192
+#: A trigger event keeps fields this provider does not know only while it stays this small.
+EVENT_MAX_CHARS = 64 * 1024
+_QUEUE_POSITION_MAX = 1_000_000
 
 
 class RequestState(str, enum.Enum):
@@ -182,10 +201,49 @@ def _as_integer(field: str, value: Any) -> int:
     raise ValueError(f"{field} must be an integer; got {value!r}")
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _without_queries(text: str) -> str:
+    # A failure reason may quote the signed URL of the image it could not fetch.
+    from airflow_provider_dreamina.redaction import without_queries
+
+    return without_queries(text)
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text) if not text.isprintable() else text
+
+
 class _Answer(BaseModel):
-    """Base of every answer model: unknown fields are kept, never rejected."""
+    """Base of every answer model: unknown fields are kept, never rejected; known ones are bounded."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    @field_validator("request_id", mode="before", check_fields=False)
+    @classmethod
+    def _check_request_id(cls, value: Any) -> Any:
+        # Checked before the id is logged, pushed to XCom or stored for a later try.
+        if not isinstance(value, str) or not REQUEST_ID_PATTERN.match(value):
+            raise ValueError(
+                "request_id is not a RunComfy request id (1 to 200 letters, digits, '-', '_', '.', ':')"
+            )
+        return value
+
+    @field_validator("status", "outcome", mode="before", check_fields=False)
+    @classmethod
+    def _short_word(cls, value: Any) -> Any:
+        # A word is logged: no line breaks or other control characters to forge log lines with.
+        return _cut(_printable(value.strip()), WORD_MAX_CHARS) if isinstance(value, str) else value
+
+    @field_validator("status_url", "result_url", "cancel_url", mode="before", check_fields=False)
+    @classmethod
+    def _informative_url(cls, value: Any) -> Any:
+        # Logged, never fetched: dropped when it could not be a URL.
+        if not isinstance(value, str) or len(value) > OUTPUT_URL_MAX_CHARS or _printable(value) != value:
+            return None
+        return value
 
 
 class SubmittedRequest(_Answer):
@@ -206,6 +264,18 @@ class RequestStatus(_Answer):
     status_url: str | None = None
     result_url: str | None = None
 
+    @field_validator("queue_position", mode="before")
+    @classmethod
+    def _bounded_position(cls, value: Any) -> int | None:
+        # Informative only (it slows polling down); a huge number would overflow the delay's float.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        try:
+            position = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return min(position, _QUEUE_POSITION_MAX) if position >= 0 else None
+
     @property
     def state(self) -> RequestState:
         return RequestState.from_word(self.status)
@@ -218,6 +288,30 @@ class RequestOutput(_Answer):
     videos: list[str] | None = None
     image: str | None = None
     images: list[str] | None = None
+
+    @field_validator("videos", "images", mode="before")
+    @classmethod
+    def _at_most_max_outputs(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_OUTPUTS:
+            log.warning("RunComfy listed %d outputs; keeping the first %d", len(value), MAX_OUTPUTS)
+            return value[:MAX_OUTPUTS]
+        return value
+
+    @field_validator("video", "image")
+    @classmethod
+    def _bounded_url(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > OUTPUT_URL_MAX_CHARS:
+            raise ValueError(f"an output URL is longer than {OUTPUT_URL_MAX_CHARS} characters")
+        if value is not None and _printable(value) != value:
+            raise ValueError("an output URL holds spaces or control characters")
+        return value
+
+    @field_validator("videos", "images")
+    @classmethod
+    def _bounded_urls(cls, value: list[str] | None) -> list[str] | None:
+        for url in value or ():
+            cls._bounded_url(url)
+        return value
 
     @property
     def urls(self) -> list[str]:
@@ -253,9 +347,30 @@ class RequestResult(_Answer):
     @classmethod
     def _lenient_cost(cls, value: Any) -> Any:
         try:
-            return None if value is None else float(value)
-        except (TypeError, ValueError):
+            cost = None if value is None else float(value)
+        except (TypeError, ValueError, OverflowError):
             return None
+        return cost if cost is not None and math.isfinite(cost) and cost >= 0 else None
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _bounded_error(cls, value: Any) -> Any:
+        # The failure reason reaches the task's error, its XCom and the trigger event.
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            kept = {
+                key: value[key] for key in ("type", "message", "detail", "code") if value.get(key) is not None
+            }
+            if not kept:
+                return _without_queries(_cut(json.dumps(value, default=str), ERROR_MAX_CHARS))
+            return {
+                key: _without_queries(
+                    _cut(item if isinstance(item, str) else json.dumps(item, default=str), ERROR_MAX_CHARS)
+                )
+                for key, item in kept.items()
+            }
+        return _without_queries(_cut(value if isinstance(value, str) else str(value), ERROR_MAX_CHARS))
 
     @property
     def state(self) -> RequestState:
@@ -283,8 +398,19 @@ class RequestResult(_Answer):
         return None
 
     def to_event(self) -> dict[str, Any]:
-        """The whole answer as JSON, for a trigger event; :meth:`model_validate` reads it back."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The whole answer as JSON, for a trigger event; :meth:`model_validate` reads it back.
+
+        Fields this provider does not know are kept only while the event stays under
+        ``EVENT_MAX_CHARS``: a trigger event is a database row.
+        """
+        event = self.model_dump(mode="json", exclude_none=True)
+        if len(json.dumps(event)) <= EVENT_MAX_CHARS:
+            return event
+        log.warning("Request %s: dropping unknown fields of a large result from its event", self.request_id)
+        event = {key: value for key, value in event.items() if key in type(self).model_fields}
+        if isinstance(event.get("output"), dict):
+            event["output"] = {k: v for k, v in event["output"].items() if k in RequestOutput.model_fields}
+        return event
 
 
 class CancelOutcome(_Answer):

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-_URL_WITH_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*")
+# Every URL matches, with or without a query, so the engine never backtracks over a long path;
+# and a scheme is at most 32 characters: linear time on any text, however hostile.
+_URL_WITH_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s?#'\"<>]*)(?:[?#][^\s'\"<>]*)?")
 MASK = "***"
+# How deep scrub_exception looks into lists and dicts; answers are depth-checked far below this.
+_SCRUB_DEPTH = 64
 
 
 def url_without_query(url: str) -> str:
@@ -33,6 +39,60 @@ def without_queries(text: str) -> str:
 def without_secret(text: str, secret: str | None) -> str:
     """``text`` with every occurrence of ``secret`` masked."""
     return text.replace(secret, MASK) if secret else text
+
+
+def scrub_exception(error: BaseException, secret: str | None) -> BaseException:
+    """Mask ``secret`` in every argument and attribute of ``error`` and of the errors it chains to.
+
+    An error body can echo the request back, ``Authorization`` header included; the message is
+    masked where it is built, but ``detail`` (or any attribute added later) would still carry it.
+    Returns ``error`` itself, changed in place.
+    """
+    if not secret:
+        return error
+
+    def mask(text: str) -> str:
+        return text.replace(secret, MASK)
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(map_strings(arg, mask) for arg in current.args)
+        for name, value in list(vars(current).items()):
+            if _holds(value, secret):
+                vars(current)[name] = map_strings(value, mask)
+        current = current.__cause__ or current.__context__
+    return error
+
+
+def _holds(value: Any, secret: str) -> bool:
+    if isinstance(value, str):
+        return secret in value
+    try:
+        return secret in repr(value)
+    except Exception:  # a repr that fails cannot be checked: clean it anyway
+        return True
+
+
+def map_strings(value: Any, change: Callable[[str], str], depth: int = 0) -> Any:
+    """``value`` with ``change`` applied to every string inside it (lists, tuples, dicts, models)."""
+    if isinstance(value, str):
+        return change(value)
+    if depth > _SCRUB_DEPTH:
+        return value
+    if isinstance(value, list):
+        return [map_strings(item, change, depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple(map_strings(item, change, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return {
+            map_strings(k, change, depth + 1): map_strings(v, change, depth + 1) for k, v in value.items()
+        }
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # a pydantic model, such as the result a request error carries
+        return type(value).model_validate(map_strings(dump(mode="json"), change, depth + 1))
+    return value
 
 
 def shorten(text: str, limit: int = 200) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,6 +65,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class SubmitOptions:
+    """How a new submit is made: the image preflight's rules and the balance reserve."""
+
+    validate_image: bool = True
+    min_balance_usd: float | None = None
+    image_roots: str | Sequence[str] | None = None
+    image_conn_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Followed:
     """The request a task follows, and whether it has already succeeded."""
 
@@ -83,11 +94,10 @@ def reattach_or_submit(
     model_id: str,
     state: TaskState | None,
     attempt: Attempt,
+    options: SubmitOptions = SubmitOptions(),
     *,
-    validate_image: bool = True,
     on_orphaned_submit: OnOrphanedSubmit = "fail",
     on_clear: OnClear = "reuse",
-    min_balance_usd: float | None = None,
 ) -> Followed:
     """The request to follow: the one this task already paid for when worth it, else a new one."""
     global _warned_no_state
@@ -99,7 +109,7 @@ def reattach_or_submit(
                 "This Airflow has no task_state_store (it needs 3.3+) and no state_path is set: if this "
                 "task is retried or cleared, it submits (and pays for) a new request"
             )
-        return _submit(hook, request, model_id, None, print_, attempt, validate_image, min_balance_usd)
+        return _submit(hook, request, model_id, None, print_, attempt, options)
     record = state.read()
     if record is not None and record.fingerprint != print_:
         if record.request_id:
@@ -143,7 +153,7 @@ def reattach_or_submit(
                     # The record is rewritten so a later clear is told apart from this one.
                     state.write(record.model_copy(update={"max_tries": attempt.max_tries}))
                 return followed
-    return _submit(hook, request, model_id, state, print_, attempt, validate_image, min_balance_usd)
+    return _submit(hook, request, model_id, state, print_, attempt, options)
 
 
 def _reattach(hook: DreaminaHook, request_id: str, *, cleared: bool) -> Followed | None:
@@ -179,20 +189,25 @@ def _submit(
     state: TaskState | None,
     print_: str,
     attempt: Attempt,
-    validate_image: bool,
-    min_balance_usd: float | None,
+    options: SubmitOptions,
 ) -> Followed:
     from airflow_provider_dreamina.spend import check_reserve
 
     # Before the intent: a refusal to pay leaves nothing pending.
-    check_reserve(hook, request, model_id, min_balance_usd)
+    check_reserve(hook, request, model_id, options.min_balance_usd)
     intent = SubmitRecord(
         fingerprint=print_, intent_at=now(), try_number=attempt.try_number, max_tries=attempt.max_tries
     )
     if state is not None:
         state.write(intent)  # a failure here pays nothing: DreaminaStateError, retryable
     try:
-        submitted = hook.submit(request, model_id, validate_image=validate_image)
+        submitted = hook.submit(
+            request,
+            model_id,
+            validate_image=options.validate_image,
+            image_roots=options.image_roots,
+            image_conn_id=options.image_conn_id,
+        )
     except DreaminaSubmitUncertainError:
         raise  # the intent stays: the next try detects the orphan
     except DreaminaError:

@@ -6,10 +6,17 @@ one on the way (``video.VideoInspector``: the index is kept, frames are not). A 
 midway resumes with an HTTP ``Range`` request (or starts again from zero when the server cannot
 resume). This module never calls RunComfy's API: when an output URL has expired it asks the
 caller's ``fresh_url``.
+
+Output hosts are untrusted: a download has one wall-clock deadline for all its attempts, which
+no slow drip can stretch (every socket operation is bounded by the time left, see
+``runcomfy.deadlines``); bytes are counted against ``max_bytes`` as they arrive; and a body is
+stored exactly as sent: ``identity`` is asked for, and a compressed answer is refused, never
+decoded (a small gzip body can inflate to gigabytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -22,6 +29,8 @@ from pydantic import BaseModel, ConfigDict
 
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaDownloadInterruptedError
 from airflow_provider_dreamina.redaction import url_without_query, without_queries
+from airflow_provider_dreamina.runcomfy import deadlines
+from airflow_provider_dreamina.runcomfy.reading import raw_chunks
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy, parse_retry_after
 from airflow_provider_dreamina.video import VideoInspector, claims_video
 
@@ -89,20 +98,36 @@ def download(
     fresh_url: Callable[[], str] | None = None,
     max_bytes: int | None = None,
     chunk_size: int = DOWNLOAD_CHUNK_SIZE,
+    deadline: float | None = None,
 ) -> DownloadedOutput:
     """Stream ``url`` into ``sink``, resuming and retrying; ``fresh_url`` replaces an expired URL once.
+
+    :param deadline: seconds the whole download may take, every attempt and pause included.
 
     Raises :class:`DreaminaDownloadError` (naming the URL without its query string); ``sink`` then
     holds an incomplete file, which the caller must discard.
     """
     check_url(url, None)
-    transfer = _Transfer(url, max_bytes=max_bytes, chunk_size=chunk_size)
+    until = None if deadline is None else time.monotonic() + deadline
+    transfer = _Transfer(url, max_bytes=max_bytes, chunk_size=chunk_size, until=until)
+
+    def past_deadline(reason: str, pause: float = 0.0) -> DreaminaDownloadInterruptedError | None:
+        if until is None or time.monotonic() + pause < until:
+            return None
+        return DreaminaDownloadInterruptedError(
+            f"download of {transfer.safe_url} did not finish within its deadline of {deadline:g} s "
+            f"({transfer.offset} bytes received; last: {reason}); the connection's 'download_deadline' "
+            "extra sets it",
+            url=transfer.safe_url,
+        )
+
     failures = 0
     refreshed = False
     while not transfer.done:
         received_before = transfer.offset
         try:
-            _attempt(client, transfer, sink, check_url)
+            with deadlines.within(deadline or 0.0, until) if until is not None else contextlib.nullcontext():
+                _attempt(client, transfer, sink, check_url)
         except _URLExpired as expired:
             if fresh_url is None or refreshed:
                 fresh = " even with a fresh URL" if refreshed else ""
@@ -124,15 +149,19 @@ def download(
             reason, retry_after = interruption.reason, interruption.retry_after
         else:
             if transfer.done or transfer.offset > received_before:
+                if (late := past_deadline("the transfer was still going")) is not None and not transfer.done:
+                    raise late
                 continue
             reason, retry_after = "the server sent no bytes", None
         failures += 1
+        delay = policy.delay(failures - 1, retry_after)
+        if (late := past_deadline(reason, delay)) is not None:
+            raise late
         if failures > policy.max_retries:
             raise DreaminaDownloadInterruptedError(
                 f"download of {transfer.safe_url} failed after {failures} attempts ({reason})",
                 url=transfer.safe_url,
             )
-        delay = policy.delay(failures - 1, retry_after)
         log.warning(
             "Download of %s interrupted at %d bytes (%s); %s in %.1f s (retry %d of %d)",
             transfer.safe_url,
@@ -171,8 +200,9 @@ def _attempt(client: httpx.Client, transfer: _Transfer, sink: OutputSink, check_
 class _Transfer:
     """One output download across its attempts: position, running hash, what the server declared."""
 
-    def __init__(self, url: str, *, max_bytes: int | None, chunk_size: int) -> None:
+    def __init__(self, url: str, *, max_bytes: int | None, chunk_size: int, until: float | None) -> None:
         self.url = url
+        self.until = until
         self.max_bytes = max_bytes
         self.chunk_size = chunk_size
         self.offset = 0
@@ -223,8 +253,14 @@ class _Transfer:
         if status not in (200, 206):
             raise DreaminaDownloadError(f"output {self.safe_url} answered HTTP {status}", url=self.safe_url)
         headers = response.headers
-        encoded = headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
-        length = None if encoded else _header_int(headers.get("Content-Length"))
+        encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise DreaminaDownloadError(
+                f"output {self.safe_url} was sent compressed ({encoding[:20]}) although only identity "
+                "was accepted; it is refused, not decoded",
+                url=self.safe_url,
+            )
+        length = _header_int(headers.get("Content-Length"))
         if status == 206:
             length = self._continue_range(headers.get("Content-Range"), length, sink)
         else:
@@ -232,7 +268,7 @@ class _Transfer:
                 log.info("%s ignored the Range request; downloading it again from the start", self.safe_url)
                 self.restart(sink)
             self.expected_total = length
-            if encoded or headers.get("Accept-Ranges", "").strip().lower() == "none":
+            if headers.get("Accept-Ranges", "").strip().lower() == "none":
                 self.resumable = False
         self.validator = self.validator or _range_validator(headers)
         self.content_type = self.content_type or headers.get("Content-Type")
@@ -244,7 +280,9 @@ class _Transfer:
         # Pieces go to the sink as the network delivers them (httpx reads at most 64 KiB at a
         # time; a bigger piece is split at chunk_size): memory holds one piece, and a broken
         # transfer keeps every byte that arrived.
-        for piece in response.iter_bytes():
+        for piece in raw_chunks(response):
+            if self.until is not None and time.monotonic() > self.until:
+                raise _Interrupted("the deadline passed while the output was streaming")
             self._check_size(self.offset + len(piece), declared=False)
             for start in range(0, len(piece), self.chunk_size):
                 part = piece[start : start + self.chunk_size]  # the piece itself when it fits

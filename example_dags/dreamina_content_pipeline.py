@@ -169,6 +169,7 @@ def video(prompt: str, image_url: str) -> Any:
         task_id="generate",
         prompt=prompt,
         image_url=image_url,
+        image_roots=[str(DATA)],  # the batch's images live beside it; nothing else is read
         pool="dreamina",
         wait_for_completion=True,
         deferrable=True,

@@ -1,9 +1,11 @@
 """Submit, wait in the triggerer, download: the three tasks of one Dreamina generation.
 
-Trigger it with your own prompt and image (an https URL, a local path or an object-storage URI such
-as ``s3://bucket/frame.png``). Videos land under the Airflow Variable ``dreamina_output_dir``
-(default ``/tmp/dreamina-videos``), one folder per day, each beside its JSON manifest
-(``<video>.mp4.json``: request, prompt, seed, frames, size and SHA-256).
+Trigger it with your own prompt and image: an https URL, a ``data:`` URI, or a file under
+``image_roots`` (here the ``data`` folder beside this file; add a directory or an object-storage
+prefix such as ``s3://bucket/frames/`` to read from there). The ``image`` param comes from whoever
+triggers the run, so nothing outside those roots is ever read. Videos land under the Airflow
+Variable ``dreamina_output_dir`` (default ``/tmp/dreamina-videos``), one folder per day, each
+beside its JSON manifest (``<video>.mp4.json``: request, prompt, seed, frames, size and SHA-256).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from airflow_provider_dreamina.operators.dreamina import (
 )
 from airflow_provider_dreamina.sensors.dreamina import DreaminaRequestSensor
 
-SAMPLE_IMAGE = str(Path(__file__).parent / "data" / "lighthouse.png")
+DATA = Path(__file__).parent / "data"
+SAMPLE_IMAGE = str(DATA / "lighthouse.png")
 REQUEST_ID = "{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"
 # Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
@@ -43,7 +46,11 @@ with DAG(
             minLength=1,
             maxLength=800,
         ),
-        "image": Param(SAMPLE_IMAGE, type="string", description="URL, local path or object-storage URI"),
+        "image": Param(
+            SAMPLE_IMAGE,
+            type="string",
+            description="https URL, data: URI, or a file under the DAG's image roots",
+        ),
         "seed": Param(-1, type="integer", minimum=-1, description="-1 for a random seed"),
         "frames": Param(121, type="integer", enum=[121, 241], description="121 is about 5 s, 241 about 10 s"),
     },
@@ -55,6 +62,9 @@ with DAG(
         image_url="{{ params.image }}",
         seed="{{ params.seed }}",
         frames="{{ params.frames }}",
+        # The only places a param may make the worker read an image from (https URLs and data:
+        # URIs need no root).
+        image_roots=[str(DATA)],
         retries=2,
     )
 

@@ -18,6 +18,7 @@ from airflow_provider_dreamina.operators.dreamina import (
     DreaminaImageToVideoOperator,
 )
 
+DATA = Path(__file__).parent / "data"
 # Runs triggered without a logical date (allowed since Airflow 3) have no `ds`: fall back to run_after.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 # The download announces what it stored on this asset; the "Dreamina videos" gallery lists it.
@@ -35,7 +36,8 @@ with DAG(
     generate = DreaminaImageToVideoOperator(
         task_id="generate",
         prompt="Fishing boats drifting in a calm harbour at sunrise, gulls circling overhead",
-        image_url=str(Path(__file__).parent / "data" / "harbour.jpg"),
+        image_url=str(DATA / "harbour.jpg"),
+        image_roots=[str(DATA)],  # local images are read only under these
         frames=121,
         wait_for_completion=True,
         deferrable=True,

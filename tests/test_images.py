@@ -22,8 +22,6 @@ from tests.helpers import (
     sample_input,
 )
 
-# -- image preflight ------------------------------------------------------------------------
-
 
 @pytest.mark.parametrize(
     ("size", "rule"),
@@ -46,7 +44,7 @@ def test_preflight_refuses_each_rule_before_paying(
     else:
         source = emulator.image_url(*size)
     with pytest.raises(DreaminaInvalidInputError, match=rule) as caught:
-        api(fast_hook(), "submit", sample_input(emulator, image_urls=[source]))
+        api(fast_hook(), "submit", sample_input(emulator, image_urls=[source]), image_roots=[str(tmp_path)])
     assert caught.value.field == "image_urls"
     assert f"{size[0]}x{size[1]}" in str(caught.value)
     assert emulator.counters()["calls"]["submit"] == 0
@@ -56,14 +54,21 @@ def test_preflight_accepts_the_edges(emulator: EmulatorHandle, api: Api, tmp_pat
     for name, size in {"a.png": (321, 900), "b.jpg": (4096, 1400)}.items():
         path = tmp_path / name
         path.write_bytes(image_bytes(*size, fmt="JPEG" if name.endswith("jpg") else "PNG"))
-        api(fast_hook(), "submit", sample_input(emulator, image_urls=[str(path)]))
+        api(
+            fast_hook(), "submit", sample_input(emulator, image_urls=[str(path)]), image_roots=[str(tmp_path)]
+        )
     assert emulator.counters()["submissions"] == 2
 
 
 def test_local_file_is_sent_inline_as_a_data_uri(emulator: EmulatorHandle, api: Api, tmp_path: Any) -> None:
     path = tmp_path / "photo.jpeg"
     path.write_bytes(image_bytes(800, 600, fmt="JPEG"))
-    api(fast_hook(), "submit", sample_input(emulator, image_urls=[f"file://{path}"]))
+    api(
+        fast_hook(),
+        "submit",
+        sample_input(emulator, image_urls=[f"file://{path}"]),
+        image_roots=str(tmp_path),
+    )
     assert emulator.counters()["submissions"] == 1
 
 
@@ -75,7 +80,12 @@ def test_object_storage_image_is_read_and_inlined(emulator: EmulatorHandle, api:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("wb") as handle:
         handle.write(image_bytes(640, 480))
-    api(fast_hook(), "submit", sample_input(emulator, image_urls=["memory://bucket/inputs/frame.png"]))
+    api(
+        fast_hook(),
+        "submit",
+        sample_input(emulator, image_urls=["memory://bucket/inputs/frame.png"]),
+        image_roots=["memory://bucket/inputs/"],
+    )
     assert emulator.counters()["submissions"] == 1
 
 
@@ -83,19 +93,20 @@ def test_gif_is_refused_by_content_not_by_name(emulator: EmulatorHandle, tmp_pat
     disguised = tmp_path / "really-a-gif.png"
     disguised.write_bytes(image_bytes(640, 480, fmt="GIF"))
     with pytest.raises(DreaminaInvalidInputError, match="GIF"):
-        fast_hook().submit(sample_input(emulator, image_urls=[str(disguised)]))
+        fast_hook().submit(sample_input(emulator, image_urls=[str(disguised)]), image_roots=[str(tmp_path)])
 
 
 def test_oversized_file_is_refused_with_its_size(emulator: EmulatorHandle, tmp_path: Any) -> None:
     big = tmp_path / "big.png"
     big.write_bytes(image_bytes(640, 480) + b"\0" * 5_100_000)
     with pytest.raises(DreaminaInvalidInputError, match=r"image is 5\.1 MB; the limit is 4\.7 MB"):
-        fast_hook().submit(sample_input(emulator, image_urls=[str(big)]))
+        fast_hook().submit(sample_input(emulator, image_urls=[str(big)]), image_roots=[str(tmp_path)])
 
 
-def test_missing_file_names_the_path(emulator: EmulatorHandle, tmp_path: Any) -> None:
-    with pytest.raises(DreaminaInvalidInputError, match="no such file"):
-        fast_hook().submit(sample_input(emulator, image_urls=[str(tmp_path / "nope.png")]))
+def test_missing_file_under_a_root_names_the_path(emulator: EmulatorHandle, tmp_path: Any) -> None:
+    missing = str(tmp_path / "nope.png")
+    with pytest.raises(DreaminaInvalidInputError, match=r"nope\.png\) does not exist"):
+        fast_hook().submit(sample_input(emulator, image_urls=[missing]), image_roots=[str(tmp_path)])
 
 
 def test_oversized_remote_image_reads_at_most_the_cap(emulator: EmulatorHandle) -> None:

@@ -72,7 +72,13 @@ class EmulatorClient:
                 "conn_type": "dreamina",
                 "host": self.base_url,
                 "password": self.token,
-                "extra": {"allowed_output_hosts": ["127.0.0.1"], "account_url": self.base_url, **extra},
+                # Outputs and sample images come from the emulator itself, over http on 127.0.0.1.
+                "extra": {
+                    "allowed_output_hosts": ["127.0.0.1"],
+                    "allowed_image_hosts": ["127.0.0.1"],
+                    "account_url": self.base_url,
+                    **extra,
+                },
             }
         )
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_dreamina import images, polling, transfer
+from airflow_provider_dreamina._storage import DEFAULT_MAX_BYTES
 from airflow_provider_dreamina.defaults import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError, DreaminaNotFoundError
 from airflow_provider_dreamina.models import (
@@ -28,7 +30,7 @@ from airflow_provider_dreamina.models import (
     RequestStatus,
     SubmittedRequest,
 )
-from airflow_provider_dreamina.redaction import shorten, url_without_query
+from airflow_provider_dreamina.redaction import url_without_query
 from airflow_provider_dreamina.runcomfy import calls, clients, optional
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy
@@ -102,7 +104,9 @@ class DreaminaHook(BaseHook):
             "placeholders": {
                 "host": DEFAULT_BASE_URL,
                 "password": "RunComfy API token",
-                "extra": '{"allowed_output_hosts": [], "timeout": 30, "max_retries": 5}',
+                "extra": (
+                    '{"allowed_output_hosts": [], "allowed_image_roots": [], "timeout": 30, "max_retries": 5}'
+                ),
             },
         }
 
@@ -164,22 +168,39 @@ class DreaminaHook(BaseHook):
     # The API
 
     def submit(
-        self, input: ImageToVideoInput, model_id: str = DEFAULT_MODEL_ID, *, validate_image: bool = True
+        self,
+        input: ImageToVideoInput,
+        model_id: str = DEFAULT_MODEL_ID,
+        *,
+        validate_image: bool = True,
+        image_roots: str | Sequence[str] | None = None,
+        image_conn_id: str | None = None,
     ) -> SubmittedRequest:
         """Create a paid generation request; its answer holds the new ``request_id``.
 
         The image is checked (and, when it is not a URL, read and inlined) before anything is
-        paid for. A submit is resent only when it certainly did not reach RunComfy; otherwise
+        paid for, under the image source policy (see :meth:`prepare_image`). A submit is resent
+        only when it certainly did not reach RunComfy; otherwise
         :class:`DreaminaSubmitUncertainError` is raised.
         """
-        image_uri = self.prepare_image(input.image_source, validate=validate_image)
+        image_uri = self.prepare_image(
+            input.image_source, validate=validate_image, image_roots=image_roots, image_conn_id=image_conn_id
+        )
         return self._send(self._submit_call(input, model_id, image_uri))
 
     async def asubmit(
-        self, input: ImageToVideoInput, model_id: str = DEFAULT_MODEL_ID, *, validate_image: bool = True
+        self,
+        input: ImageToVideoInput,
+        model_id: str = DEFAULT_MODEL_ID,
+        *,
+        validate_image: bool = True,
+        image_roots: str | Sequence[str] | None = None,
+        image_conn_id: str | None = None,
     ) -> SubmittedRequest:
         """Async :meth:`submit`."""
-        image_uri = await self.aprepare_image(input.image_source, validate=validate_image)
+        image_uri = await self.aprepare_image(
+            input.image_source, validate=validate_image, image_roots=image_roots, image_conn_id=image_conn_id
+        )
         return await self._asend(self._submit_call(input, model_id, image_uri))
 
     def get_status(self, request_id: str) -> RequestStatus:
@@ -289,13 +310,37 @@ class DreaminaHook(BaseHook):
 
     # Inputs and outputs
 
-    def prepare_image(self, source: str, *, validate: bool = True) -> str:
-        """The image URI to send: URLs and ``data:`` URIs as they are, anything else inlined."""
-        return images.prepare_image(source, validate=validate, transport=self._transport)
+    def prepare_image(
+        self,
+        source: str,
+        *,
+        validate: bool = True,
+        image_roots: str | Sequence[str] | None = None,
+        image_conn_id: str | None = None,
+    ) -> str:
+        """The image URI to send: https URLs and ``data:`` URIs as they are, anything else inlined.
 
-    async def aprepare_image(self, source: str, *, validate: bool = True) -> str:
+        Local paths and object storage are read only under ``image_roots`` or the connection's
+        ``allowed_image_roots``; object storage with the connection ``image_conn_id``. A URL is
+        probed only when it is public https (or a host in the connection's
+        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.images`.
+        """
+        policy = images.ImagePolicy.of(self.settings, image_roots, image_conn_id)
+        return images.prepare_image(source, validate=validate, policy=policy, transport=self._transport)
+
+    async def aprepare_image(
+        self,
+        source: str,
+        *,
+        validate: bool = True,
+        image_roots: str | Sequence[str] | None = None,
+        image_conn_id: str | None = None,
+    ) -> str:
         """Async :meth:`prepare_image`."""
-        return await images.aprepare_image(source, validate=validate, transport=self._async_transport)
+        policy = images.ImagePolicy.of(await self.aget_settings(), image_roots, image_conn_id)
+        return await images.aprepare_image(
+            source, validate=validate, policy=policy, transport=self._async_transport
+        )
 
     def download_output(
         self,
@@ -304,14 +349,19 @@ class DreaminaHook(BaseHook):
         *,
         request_id: str | None = None,
         index: int = 0,
-        max_bytes: int | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         chunk_size: int = DOWNLOAD_CHUNK_SIZE,
+        deadline: float | None = None,
     ) -> DownloadedOutput:
         """Stream one output into ``sink``, verified and resumable (see :mod:`transfer`).
 
         URLs must pass :meth:`DreaminaSettings.output_url_allowed`, and no API token is ever sent
         to them. With ``request_id``, an output URL answering 403, 404 or 410 (expired) is
         replaced once by a fresh URL from a new result, at the same ``index``.
+
+        :param max_bytes: refuse a larger output (default 2 GiB); None lifts the cap.
+        :param deadline: seconds the whole download may take, retries included (default: the
+            connection's ``download_deadline`` extra, else one hour).
         """
         settings = self.settings
 
@@ -338,18 +388,20 @@ class DreaminaHook(BaseHook):
                 fresh_url=fresh_url if request_id is not None else None,
                 max_bytes=max_bytes,
                 chunk_size=chunk_size,
+                deadline=settings.download_deadline if deadline is None else deadline,
             )
 
     # Sending
 
     def _submit_call(self, input: ImageToVideoInput, model_id: str, image_uri: str) -> Call[SubmittedRequest]:
         call = calls.submit_call(model_id, input.to_request_body(image_uri))
-        image = input.image_source if image_uri == input.image_source else "(inlined as a data: URI)"
+        inlined = " (sent inline)" if image_uri != input.image_source else ""
         log.info(
-            "Submitting to %s: prompt of %d characters, image %s, seed %d, frames %d",
+            "Submitting to %s: prompt of %d characters, image %s%s, seed %d, frames %d",
             model_id,
             len(input.prompt),
-            shorten(url_without_query(image) if "://" in image else image),
+            images.image_label(input.image_source),
+            inlined,
             input.seed,
             input.frames,
         )

@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_dreamina._compat import AirflowFailException
 from airflow_provider_dreamina._storage import (
+    DEFAULT_MAX_BYTES,
     Destination,
     check_name,
     name_from_url,
@@ -103,8 +104,10 @@ class DreaminaDownloadOperator(BaseOperator):
         ``{request_id}-{index}{ext}`` when the request has several outputs. A name that is empty,
         hidden, or would leave the destination directory is refused.
     :param if_exists: when a file of that name exists: ``"overwrite"`` it (atomically),
-        ``"skip"`` it (its SHA-256 is taken from its manifest or computed), or ``"fail"``.
-    :param max_bytes: refuse outputs larger than this, from their headers or while streaming.
+        ``"skip"`` it (its SHA-256 is taken from its manifest or computed; a symbolic link is
+        refused, never followed), or ``"fail"``.
+    :param max_bytes: refuse outputs larger than this, from their headers or while streaming;
+        2 GiB unless set, None for no cap (the connection's ``download_deadline`` still applies).
     :param write_manifest: write ``<file name>.json`` beside each stored file.
     :param generation_input: what was submitted, recorded in the manifest since a result does not
         repeat it: the waiting submit task's result (``generate.output``, a generation record), a
@@ -138,7 +141,7 @@ class DreaminaDownloadOperator(BaseOperator):
         conn_id: str | None = None,
         filename: str | None = None,
         if_exists: str = "overwrite",
-        max_bytes: int | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         write_manifest: bool = True,
         generation_input: dict[str, Any] | str | None = None,
         verify: str = "container",
@@ -353,6 +356,11 @@ class DreaminaDownloadOperator(BaseOperator):
             )
         if self.if_exists != "skip":
             return None
+        if destination.is_link(name):
+            raise DreaminaDownloadError(
+                f"{uri} is a symbolic link; if_exists='skip' never follows one (it could describe any "
+                "file): remove it, or set if_exists='overwrite'"
+            )
         with destination.errors("read"):
             described = self._described_by_manifest(destination, name)
         if described is None:

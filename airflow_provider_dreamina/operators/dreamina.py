@@ -78,6 +78,12 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param timeout: overall seconds to wait; a request still queued then is cancelled.
     :param cancel_on_kill: cancel a still-queued request when the task is killed.
     :param validate_image: check the image against the schema before submitting.
+    :param image_roots: directories or object-storage prefixes (``/data/frames``,
+        ``s3://bucket/inputs/``) under which a local or object-storage ``image_url`` may be read;
+        anything else is refused (https URLs and ``data:`` URIs need no root). Not templated: a
+        template can read DAG-run params, and whoever triggers a run must not widen the roots.
+    :param image_conn_id: the Airflow connection object storage is read with. Not templated, for
+        the same reason: a run must not choose which connection the worker uses.
     :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
         retries) to tolerate while waiting before the try fails (and Airflow may retry it).
     :param on_orphaned_submit: when an earlier try recorded its intent to pay but never the request
@@ -117,6 +123,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
         on_clear: str = "reuse",
         state_path: str | None = None,
         min_balance_usd: float | None = None,
+        image_roots: str | Sequence[str] | None = None,
+        image_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +151,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.on_clear: Any = on_clear
         self.state_path = state_path
         self.min_balance_usd = min_balance_usd
+        self.image_roots = image_roots
+        self.image_conn_id = image_conn_id
         self._request_id: str | None = None
 
     @cached_property
@@ -178,7 +188,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def _reattach_or_submit(self, request: ImageToVideoInput, context: Context) -> tuple[str, bool]:
         """The request id to follow, and whether it has already succeeded (see ``submission``)."""
         from airflow_provider_dreamina.state import task_state
-        from airflow_provider_dreamina.submission import Attempt, reattach_or_submit
+        from airflow_provider_dreamina.submission import Attempt, SubmitOptions, reattach_or_submit
 
         state_path = self.state_path or self.hook.settings.state_path
         state = task_state(context, state_path=state_path, force_ledger=self.state_path is not None)
@@ -188,10 +198,14 @@ class DreaminaImageToVideoOperator(BaseOperator):
             self.model_id,
             state,
             Attempt.of(context["ti"]),
-            validate_image=self.validate_image,
+            SubmitOptions(
+                validate_image=self.validate_image,
+                min_balance_usd=self.min_balance_usd,
+                image_roots=self.image_roots,
+                image_conn_id=self.image_conn_id,
+            ),
             on_orphaned_submit=self.on_orphaned_submit,
             on_clear=self.on_clear,
-            min_balance_usd=self.min_balance_usd,
         )
         return followed.request_id, followed.succeeded
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from airflow_provider_dreamina.exceptions import (
     DreaminaAPIError,
@@ -15,11 +15,16 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaRateLimitError,
     DreaminaRejectedInputError,
     DreaminaServerError,
+    DreaminaUnreadableAnswerError,
 )
-from airflow_provider_dreamina.redaction import shorten, without_secret
+from airflow_provider_dreamina.redaction import map_strings, shorten, without_queries, without_secret
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
+from airflow_provider_dreamina.runcomfy.reading import UnreadableAnswer, json_of
 from airflow_provider_dreamina.runcomfy.retries import parse_retry_after
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
+
+# An error's ``detail`` travels with the exception; beyond this size only its start is kept.
+_DETAIL_MAX_CHARS = 4000
 
 
 def error_for(
@@ -30,8 +35,8 @@ def error_for(
     Some RunComfy APIs answer HTTP 200 with a top-level ``error_code``: that is an error too.
     """
     try:
-        body = response.json()
-    except ValueError:
+        body = json_of(response.content)
+    except UnreadableAnswer:
         body = None
     has_error_code = isinstance(body, dict) and body.get("error_code") not in (None, 0, "")
     if response.is_success and not has_error_code:
@@ -42,14 +47,18 @@ def error_for(
         error_code: int | None = int(body["error_code"]) if has_error_code else None
     except (TypeError, ValueError):
         error_code = None
-    message = shorten(
-        without_secret(_error_message(body) or response.reason_phrase or "no message", settings.token), 500
+    # RunComfy may quote what it could not fetch: a signed image URL keeps its signature in its query.
+    message = without_queries(
+        shorten(
+            without_secret(_error_message(body) or response.reason_phrase or "no message", settings.token),
+            500,
+        )
     )
     common: dict[str, Any] = {
         "status_code": status,
         "error_code": error_code,
         "request_id": call.request_id,
-        "detail": body.get("detail"),
+        "detail": _bounded_detail(body.get("detail"), settings.token),
     }
     conn = f"connection '{settings.conn_id}'"
     if status == 401 or error_code == 400004:
@@ -85,15 +94,34 @@ def error_for(
 
 
 def parse(call: Call[AnswerT], response: httpx.Response) -> AnswerT:
-    """The body of a successful answer as the call's model."""
+    """The body of a successful answer as the call's model; :class:`DreaminaUnreadableAnswerError`
+    for anything else, whatever the body holds (no other exception escapes)."""
     try:
-        return call.answer.model_validate(response.json())
-    except (ValueError, ValidationError) as error:
-        raise DreaminaAPIError(
-            f"RunComfy answered {call.name} with a body this provider cannot read: {shorten(str(error))}",
-            status_code=response.status_code,
-            request_id=call.request_id,
-        ) from None
+        return call.answer.model_validate(json_of(response.content))
+    except UnreadableAnswer as error:
+        reason = str(error)
+    except Exception as error:  # pydantic's ValidationError, or anything a hostile body provokes
+        reason = f"{type(error).__name__}: {shorten(str(error))}"
+    raise unreadable(call, response.status_code, reason)
+
+
+def unreadable(call: Call[Any], status_code: int, reason: str) -> DreaminaUnreadableAnswerError:
+    """The error of an answer that could not be read (see ``reading``)."""
+    return DreaminaUnreadableAnswerError(
+        f"RunComfy answered {call.name} with a body this provider cannot read: {reason}",
+        status_code=status_code,
+        request_id=call.request_id,
+    )
+
+
+def _bounded_detail(detail: Any, token: str) -> Any:
+    if detail is None:
+        return None
+    detail = map_strings(detail, lambda text: without_queries(shorten(text, _DETAIL_MAX_CHARS)))
+    text = json.dumps(detail, default=str)
+    if len(text) <= _DETAIL_MAX_CHARS:
+        return detail
+    return shorten(without_secret(text, token), _DETAIL_MAX_CHARS)
 
 
 def _error_message(body: dict[str, Any]) -> str | None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
 from airflow_provider_dreamina.models import (
     DEFAULT_MODEL_ID,
+    REQUEST_ID_PATTERN,
     AccountBalance,
     CancelOutcome,
     ModelInfo,
@@ -24,11 +25,9 @@ from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 _MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-# Dots are allowed inside an id but an id of dots alone would walk up the URL path.
-_REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
-BALANCE_PATH = "/prod/v2/balance"
 # The undocumented endpoints are asked once more at most: nothing waits on them.
 _OPTIONAL_CALL_RETRIES = 1
+BALANCE_PATH = "/prod/v2/balance"
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class Call(Generic[AnswerT]):
 
 def check_request_id(request_id: object) -> str:
     """``request_id`` if it is one RunComfy could have issued; raises otherwise."""
-    if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.match(request_id):
+    if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.match(request_id):
         shown = repr(request_id)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise DreaminaInvalidInputError(

@@ -15,11 +15,12 @@ import httpx
 
 from airflow_provider_dreamina import __version__
 from airflow_provider_dreamina.redaction import redact_httpx_log_queries
+from airflow_provider_dreamina.runcomfy import deadlines
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
 USER_AGENT = f"airflow-provider-dreamina/{__version__}"
-# A triggerer may queue a thousand polls behind the pool's slots: the pool wait is long.
-_POOL_TIMEOUT = 300.0
+#: A triggerer may queue a thousand polls behind the pool's slots: the pool wait is long.
+POOL_TIMEOUT = 300.0
 _OUTPUT_CONNECTIONS = 4
 
 
@@ -31,8 +32,10 @@ def client_options(settings: DreaminaSettings) -> dict[str, Any]:
             "Authorization": f"Bearer {settings.token}",
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
+            # Answers are read as raw bytes within a byte cap: a compressed one is refused.
+            "Accept-Encoding": "identity",
         },
-        "timeout": httpx.Timeout(settings.timeout, connect=settings.connect_timeout, pool=_POOL_TIMEOUT),
+        "timeout": httpx.Timeout(settings.timeout, connect=settings.connect_timeout, pool=POOL_TIMEOUT),
         "limits": httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
@@ -42,13 +45,13 @@ def client_options(settings: DreaminaSettings) -> dict[str, Any]:
 
 
 def api_client(settings: DreaminaSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    return httpx.Client(**client_options(settings), transport=transport)
+    return deadlines.install(httpx.Client(**client_options(settings), transport=transport))
 
 
 def output_client(settings: DreaminaSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The client that fetches outputs: no base URL and, above all, no API token."""
     redact_httpx_log_queries()
-    return httpx.Client(
+    client = httpx.Client(
         headers={
             "User-Agent": USER_AGENT,
             # Byte counts and resume offsets must refer to the stored bytes, so no compression.
@@ -61,6 +64,7 @@ def output_client(settings: DreaminaSettings, transport: httpx.BaseTransport | N
         follow_redirects=False,
         transport=transport,
     )
+    return deadlines.install(client)
 
 
 @dataclass

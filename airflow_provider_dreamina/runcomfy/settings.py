@@ -20,6 +20,12 @@ DEFAULT_ACCOUNT_URL = "https://api.runcomfy.net"
 RUNCOMFY_OUTPUT_DOMAIN = "runcomfy.net"
 #: Seconds an event loop reuses a connection it has read (see :func:`shared_settings`).
 SETTINGS_TTL_SECONDS = 30.0
+#: Wall-clock seconds one API call (request and whole answer) may take, however slowly it drips.
+DEFAULT_REQUEST_DEADLINE = 120.0
+#: Wall-clock seconds the image preflight may take in all, redirects included.
+DEFAULT_PREFLIGHT_DEADLINE = 60.0
+#: Wall-clock seconds the download of one output may take in all, retries included.
+DEFAULT_DOWNLOAD_DEADLINE = 3600.0
 
 
 def mask(secret: str) -> None:
@@ -48,6 +54,13 @@ class DreaminaSettings:
     #: Spending settings read by ``spend``: a deployment-wide balance reserve, a fallback price.
     min_balance_usd: float | None = None
     price_usd: float | None = None
+    #: Path or URI prefixes under which local and object-storage images may be read.
+    allowed_image_roots: tuple[str, ...] = ()
+    #: Hosts (such as a local emulator) the image preflight may fetch from over http or privately.
+    allowed_image_hosts: tuple[str, ...] = ()
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    preflight_deadline: float = DEFAULT_PREFLIGHT_DEADLINE
+    download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str) -> DreaminaSettings:
@@ -66,9 +79,6 @@ class DreaminaSettings:
                 host = f"{host}:{conn.port}"
         account_url = str(extra.get("account_url") or "").strip() or DEFAULT_ACCOUNT_URL
         account_url = account_url if "://" in account_url else f"https://{account_url}"
-        hosts = extra.get("allowed_output_hosts") or ()
-        if isinstance(hosts, str):
-            hosts = [part for part in re.split(r"[,\s]+", hosts) if part]
         try:
             return cls(
                 conn_id=conn_id,
@@ -78,7 +88,12 @@ class DreaminaSettings:
                 connect_timeout=float(extra.get("connect_timeout", cls.connect_timeout)),
                 max_retries=int(extra.get("max_retries", cls.max_retries)),
                 max_connections=int(extra.get("max_connections", cls.max_connections)),
-                allowed_output_hosts=tuple(str(h).strip().lower() for h in hosts),
+                allowed_output_hosts=_hosts(extra.get("allowed_output_hosts")),
+                allowed_image_roots=_list(extra.get("allowed_image_roots"), r"[,\n]+"),
+                allowed_image_hosts=_hosts(extra.get("allowed_image_hosts")),
+                request_deadline=_seconds(extra, "request_deadline", cls.request_deadline),
+                preflight_deadline=_seconds(extra, "preflight_deadline", cls.preflight_deadline),
+                download_deadline=_seconds(extra, "download_deadline", cls.download_deadline),
                 state_path=str(extra["state_path"]).strip() or None if extra.get("state_path") else None,
                 account_url=account_url.rstrip("/"),
                 min_balance_usd=_optional_number(extra.get("min_balance_usd")),
@@ -86,7 +101,7 @@ class DreaminaSettings:
             )
         except (TypeError, ValueError) as error:
             raise DreaminaConfigurationError(
-                f"connection '{conn_id}' has an extra that is not a number: {error}"
+                f"connection '{conn_id}' has an extra that is not a valid number: {error}"
             ) from None
 
     @property
@@ -108,6 +123,25 @@ class DreaminaSettings:
 def _optional_number(value: Any) -> float | None:
     # The connection form stores an emptied number field as "" or null: not set.
     return None if value is None or value == "" else float(value)
+
+
+def _list(value: Any, separators: str) -> tuple[str, ...]:
+    """A list extra given as a JSON list or as text separated by ``separators``."""
+    if not value:
+        return ()
+    items = re.split(separators, value) if isinstance(value, str) else list(value)
+    return tuple(text for text in (str(item).strip() for item in items) if text)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    return tuple(host.lower() for host in _list(value, r"[,\s]+"))
+
+
+def _seconds(extra: dict[str, Any], name: str, default: float) -> float:
+    value = float(extra.get(name) or default)
+    if not value > 0:
+        raise ValueError(f"{name} is {value}; it must be more than 0 seconds")
+    return value
 
 
 @dataclass

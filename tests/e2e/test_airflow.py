@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = ROOT / "example_dags"
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
+E2E_IMAGES = EXAMPLE_DAGS / "data"
 # Distinctive, so a search for it cannot match anything else.
 TOKEN = f"e2e-token-{secrets.token_hex(16)}"
 BATCH_ROWS = [
@@ -69,10 +70,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     output_dir = home / "videos"
     with run_emulator(token=TOKEN, queue_seconds=1, run_seconds=2) as emulator:
         env = {
-            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(),
-            "AIRFLOW_CONN_DREAMINA_NORETRY": emulator.connection_json(max_retries=0),
+            # The e2e DAGs read their image through the deployment's roots; the examples set their own.
+            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(allowed_image_roots=[str(E2E_IMAGES)]),
+            "AIRFLOW_CONN_DREAMINA_NORETRY": emulator.connection_json(
+                max_retries=0, allowed_image_roots=[str(E2E_IMAGES)]
+            ),
             "AIRFLOW_VAR_DREAMINA_OUTPUT_DIR": str(output_dir),
-            "AIRFLOW_VAR_DREAMINA_E2E_IMAGE": str(EXAMPLE_DAGS / "data" / "square.png"),
+            "AIRFLOW_VAR_DREAMINA_E2E_IMAGE": str(E2E_IMAGES / "square.png"),
             # No Fernet encryption, so that searching the database's bytes for the token also
             # reads trigger kwargs and every other value Airflow would otherwise encrypt.
             "AIRFLOW__CORE__FERNET_KEY": "",

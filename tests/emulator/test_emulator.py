@@ -1110,7 +1110,12 @@ def test_connection_json_points_a_provider_at_the_emulator(emulator: EmulatorHan
         "conn_type": "dreamina",
         "host": emulator.base_url,
         "password": "emulator-token",
-        "extra": {"allowed_output_hosts": ["127.0.0.1"], "account_url": emulator.base_url, "timeout": 5},
+        "extra": {
+            "allowed_output_hosts": ["127.0.0.1"],
+            "allowed_image_hosts": ["127.0.0.1"],
+            "account_url": emulator.base_url,
+            "timeout": 5,
+        },
     }
 
 

@@ -50,11 +50,12 @@ def test_hold_creates_and_charges_the_request_before_answering(
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(submit, api, emulator)
-        # The request exists, and is paid for, while its answer is still held back.
+        # The request exists, and will be charged when it succeeds, while its answer is held back.
         wait_for(lambda: emulator.counters()["submissions"] == 1)
         assert not answer.done()
         (job,) = emulator.requests()
-        assert emulator.config()["balance_usd"] == 10.0 - emulator.config()["price_usd"]
+        wait_for(lambda: emulator.counters()["generations_charged"] == 1)
+        assert emulator.counters()["balance_usd"] == 10.0 - emulator.config()["price_usd"]
         response = answer.result(timeout=20)
 
     assert response.status_code == 200
