@@ -77,9 +77,5 @@ def test_killing_the_worker_mid_download_leaves_the_retry_to_save_it_whole(
     assert [manifest["bytes"] for manifest in saved.values()] == [OUTPUT_BYTES]
     searched = assert_token_nowhere(deployment, chaos.token)
     figures.update(files_saved=len(saved), log_files_searched=searched.files)
-    if leftovers(folder):
-        # Remove this line once the download operator clears its stale partial files (issue 11, item 4).
-        pytest.xfail(
-            "the killed try's .partial file is still there (issue 11 item 4: the next try must remove it)"
-        )
+    # The retry removed the killed try's .partial file of the same output.
     assert_nothing_partial(folder)
