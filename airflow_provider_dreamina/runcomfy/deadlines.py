@@ -27,6 +27,14 @@ import httpx
 
 log = logging.getLogger(__name__)
 
+
+class DeadlinePassed(httpx.ReadTimeout):
+    """An exchange used up its whole deadline: whoever sent it should not spend another at once."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the answer did not complete within the request deadline of {seconds:g} s")
+
+
 # (monotonic deadline, its length in seconds) of the exchange running in this thread or task.
 _DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("dreamina_deadline", default=None)
 

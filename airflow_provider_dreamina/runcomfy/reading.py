@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from airflow_provider_dreamina.runcomfy.deadlines import DeadlinePassed
+
 #: The largest answer read; RunComfy's answers are a few KiB.
 MAX_ANSWER_BYTES = 1024 * 1024
 #: The deepest JSON nesting accepted; RunComfy's answers nest three or four levels.
@@ -71,9 +73,7 @@ def read_body(response: httpx.Response, deadline: float, seconds: float) -> byte
     for chunk in raw_chunks(response):
         _take(body, chunk, response)
         if time.monotonic() > deadline:
-            raise httpx.ReadTimeout(
-                f"the answer did not complete within the request deadline of {seconds:g} s"
-            )
+            raise DeadlinePassed(seconds)
     return bytes(body)
 
 

@@ -15,6 +15,7 @@ scrubbed from every attribute of every error on its way out.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 
@@ -75,10 +76,7 @@ async def asend(
                         _aexchange(shared.client, call, settings), timeout=settings.request_deadline
                     )
             except asyncio.TimeoutError:
-                seconds = settings.request_deadline
-                transport_error = httpx.ReadTimeout(
-                    f"the answer did not complete within the request deadline of {seconds:g} s"
-                )
+                transport_error = deadlines.DeadlinePassed(settings.request_deadline)
             except httpx.HTTPError as error:
                 transport_error = error
             except reading.UnreadableAnswer as error:
@@ -112,13 +110,11 @@ def _exchange(client: httpx.Client, call: Call[AnswerT], settings: DreaminaSetti
                 call.method, call.url(settings), json=call.json, params=call.params, timeout=timeout
             ) as streamed:
                 body = reading.read_body(streamed, deadline, seconds)
-        except httpx.TimeoutException:
-            if time.monotonic() < deadline:
+        except httpx.TimeoutException as error:
+            if isinstance(error, deadlines.DeadlinePassed) or time.monotonic() < deadline:
                 raise
             # The socket timed out because the deadline left it no more time: say so.
-            raise httpx.ReadTimeout(
-                f"the answer did not complete within the request deadline of {seconds:g} s"
-            ) from None
+            raise deadlines.DeadlinePassed(seconds) from None
     return _answer(streamed, body)
 
 
@@ -173,6 +169,10 @@ def _next_delay(
 ) -> float | None:
     """None when ``response`` is a success to parse; else seconds before the next attempt (or raises)."""
     if transport_error is not None:
+        if isinstance(transport_error, deadlines.DeadlinePassed):
+            # A whole deadline spent: retrying would multiply it (a drip would hold a poll for
+            # max_retries + 1 deadlines). The caller's own policy decides what comes next.
+            call = dataclasses.replace(call, max_retries=0)
         return policy.after_error(call, attempt, transport_error, settings)
     assert response is not None
     failure = answers.error_for(call, response, settings)

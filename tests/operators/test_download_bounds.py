@@ -148,3 +148,16 @@ def test_a_full_disk_is_retryable_and_leaves_no_partial_file(
     assert isinstance(caught.value, DreaminaDownloadError)
     assert os.strerror(code) in str(caught.value)
     assert names(tmp_path) == []
+
+
+@pytest.mark.usefixtures("memory_storage")
+def test_a_killed_try_leaves_nothing_behind_on_an_object_store(emulator: EmulatorHandle) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    request_id = submit_finished(emulator)
+    folder = ObjectStoragePath("memory://bucket/videos")
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / f".{request_id}.mp4.partial-0123456789ab"
+    stale.write_bytes(b"half a video")
+    run(make_operator(request_id=request_id, destination="memory://bucket/videos"))
+    assert sorted(path.name for path in folder.iterdir()) == [f"{request_id}.mp4", f"{request_id}.mp4.json"]

@@ -144,6 +144,19 @@ def test_a_dripping_answer_stops_at_the_request_deadline(server: HostileServer, 
         api(fast_hook(), "get_status", "r1")
 
 
+def test_a_spent_deadline_is_not_spent_again_by_retries(
+    server: HostileServer, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With retries, a drip would hold one poll for (max_retries + 1) deadlines."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DREAMINA_DEFAULT", server.connection(TOKEN, request_deadline=DEADLINE, max_retries=5)
+    )
+    server.answer(STATUS, "drip")
+    with bounded(deadline=DEADLINE), pytest.raises(DreaminaConnectionError, match="deadline of 2 s"):
+        api(fast_hook(), "get_status", "r1")
+    assert server.calls("GET") == 1
+
+
 def test_a_dripping_answer_cannot_stretch_a_wait(server: HostileServer) -> None:
     server.answer(STATUS, "drip")
     with bounded(deadline=DEADLINE * 2), pytest.raises((DreaminaTimeoutError, DreaminaError)):
