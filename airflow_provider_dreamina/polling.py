@@ -74,12 +74,15 @@ class Waiting:
 
     def saw(self, status: RequestStatus) -> bool:
         """Take a status answer; True when the request has ended (fetch its result next)."""
-        self.errors_in_a_row = 0
         self.last_state = status.state
         if (status.state, status.queue_position) != self._seen:
             self._seen = (status.state, status.queue_position)
             self._log_change(status)
         return status.state.is_terminal
+
+    def polled(self) -> None:
+        """A whole poll (status and, once ended, result) went through: the error run is over."""
+        self.errors_in_a_row = 0
 
     def next_delay(self, status: RequestStatus | None = None, retry_after: float | None = None) -> float:
         """Seconds to sleep before the next poll, never past the deadline."""
@@ -177,6 +180,7 @@ def poll_once(hook: DreaminaHook, waiting: Waiting) -> tuple[RequestResult | Non
         result = hook.get_result(waiting.request_id, include_cost=True) if waiting.saw(status) else None
     except DreaminaError as error:
         return None, waiting.failed_poll(error)
+    waiting.polled()
     if result is not None and result.state.is_terminal:
         return waiting.finished(result), 0.0
     return None, waiting.next_delay(status)
@@ -192,6 +196,7 @@ def wait(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResu
         except DreaminaError as error:
             delay = waiting.failed_poll(error)
         else:
+            waiting.polled()
             if result is not None and result.state.is_terminal:
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
@@ -210,6 +215,7 @@ async def await_result(hook: DreaminaHook, request_id: str, policy: WaitPolicy) 
         except DreaminaError as error:
             delay = waiting.failed_poll(error)
         else:
+            waiting.polled()
             if result is not None and result.state.is_terminal:
                 return waiting.finished(result)
             delay = waiting.next_delay(status)

@@ -132,7 +132,10 @@ def run_soak(
     started = time.monotonic()
     with run_emulator(token=token, **EMULATOR_OPTIONS) as emulator:
         env = {
-            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(),
+            # The soak DAG reads a local image from a param: the connection allows its directory.
+            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(
+                allowed_image_roots=[str(IMAGE.parent)]
+            ),
             # No Fernet encryption: the database search then reads trigger kwargs and rendered
             # values in plain text.
             "AIRFLOW__CORE__FERNET_KEY": "",

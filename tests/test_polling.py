@@ -13,6 +13,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaJobCancelledError,
     DreaminaJobFailedError,
     DreaminaTimeoutError,
+    DreaminaTransientWaitError,
 )
 from airflow_provider_dreamina.models import (
     RequestState,
@@ -95,3 +96,17 @@ def test_poll_interval_slows_down_far_back_in_the_queue() -> None:
     assert 5 < waiting.next_delay(status(5)) <= 30
     assert waiting.next_delay(status(500)) == 30
     assert waiting.next_delay(status(1), retry_after=12) == 12
+
+
+def test_a_result_that_keeps_failing_spends_the_error_budget(
+    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished request whose result cannot be read must not be polled for ever (no deadline)."""
+    monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0))
+    hook = fast_hook()
+    submitted = hook.submit(sample_input(emulator))
+    wait_until_state(hook, submitted.request_id, RequestState.SUCCEEDED)
+    emulator.inject_fault("result", "500", count=1000)
+    with pytest.raises(DreaminaTransientWaitError):
+        hook.wait(submitted.request_id, policy=WaitPolicy(poll_interval=0.05, error_budget=3))
+    assert emulator.counters()["calls_per_request"][submitted.request_id]["result"] == 4

@@ -6,35 +6,15 @@ enough to see that faults on every endpoint lose nothing, pay for nothing twice 
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from airflow_provider_dreamina.emulator import EmulatorHandle
-from benchmarks.soak import IMAGE, run_soak
+from benchmarks.soak import run_soak
 
 pytestmark = pytest.mark.e2e
 
 GENERATIONS = 6
 
 
-@pytest.fixture
-def soak_image_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The soak DAG reads a local image from a param: its connection must allow that directory.
-
-    Until ``benchmarks/soak.py`` passes ``allowed_image_roots`` itself, its emulator connection gets
-    the image's directory here.
-    """
-    plain = EmulatorHandle.connection_json
-
-    def with_root(self: EmulatorHandle, **extra: Any) -> str:
-        extra.setdefault("allowed_image_roots", [str(IMAGE.parent)])
-        return plain(self, **extra)
-
-    monkeypatch.setattr(EmulatorHandle, "connection_json", with_root)
-
-
-@pytest.mark.usefixtures("soak_image_root")
 def test_faults_on_a_fifth_of_the_calls_lose_nothing_and_pay_for_nothing_twice() -> None:
     figures = run_soak(GENERATIONS, timeout=300)
 
