@@ -79,7 +79,8 @@ def finish(stack: Stack, run_id: str) -> Finished:
         ended = airflow.wait_for_run(CONSUMER, consumer_run["dag_run_id"], timeout=60)
         assert ended["state"] == "success", airflow.describe_run(CONSUMER, ended["dag_run_id"])
     events = airflow.asset_events(source_dag_id=PIPELINE)
-    events = [each for each in events if each["source_run_id"] == run_id]
+    # The batch's one event on the daily asset (each download also announces its video to the gallery).
+    events = [each for each in events if each["source_run_id"] == run_id and "files" in (each["extra"] or {})]
     assert len(events) == 1, events
     first_file = Path(urlparse(events[0]["extra"]["files"][0]).path)
     return Finished(
