@@ -199,6 +199,7 @@ def video(prompt: str, image_url: str) -> Any:
         task_id="regenerate",
         prompt=prompt,
         image_url=image_url,
+        image_roots=[str(DATA)],
         seed="{{ new_seed(run_id, ti.map_index, " + _result("generate") + ".get('request_id')) }}",
         pre_execute=_regeneration_asked,
         pool="dreamina",

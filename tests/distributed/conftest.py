@@ -56,7 +56,10 @@ def chaos_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     token = f"chaos-token-{secrets.token_hex(16)}"
     with run_emulator(token=token, queue_seconds=1, run_seconds=3) as emulator:
         env = {
-            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(),
+            # The scenarios' image is a local file: the connection allows its directory.
+            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(
+                allowed_image_roots=[str(ROOT / "example_dags" / "data")]
+            ),
             "AIRFLOW_VAR_DREAMINA_OUTPUT_DIR": str(output_root),
             "AIRFLOW_VAR_DREAMINA_CHAOS_IMAGE": str(ROOT / "example_dags" / "data" / "square.png"),
             # No Fernet encryption, so that the database search reads every value in plain text.
