@@ -205,13 +205,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hang up on hostile answers: that is the point, not an error
+
+
 @contextmanager
 def hostile_server() -> Iterator[HostileServer]:
     """Serve on 127.0.0.1 for the duration of the block; every dripping answer stops at its end."""
     state = HostileServer()
     handler = type("Handler", (_Handler,), {"server_state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = _QuietServer(("127.0.0.1", 0), handler)
     state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
