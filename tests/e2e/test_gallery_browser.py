@@ -354,8 +354,16 @@ def wait_for_a_person(
     )
 
 
+# A person takes seconds to answer. An answer within the second the task parked itself can reach the
+# scheduler before the worker reports that try's end, and Airflow 3.3.2 then marks the resumed task
+# failed ("finished with state success, but the task instance's state attribute is queued"): a
+# scheduler race, not the provider's. The tests answer after a person's pause.
+PERSON_PAUSE_SECONDS = 6.0
+
+
 def respond(airflow: Airflow, run_id: str, task_id: str, map_index: int, option: str) -> None:
     wait_for_a_person(airflow, run_id, task_id, map_index)
+    time.sleep(PERSON_PAUSE_SECONDS)
     path = f"/dags/{PIPELINE}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
     airflow.api("PATCH", path, json={"chosen_options": [option], "params_input": {}})
 
