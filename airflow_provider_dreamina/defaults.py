@@ -10,3 +10,6 @@ CONN_TYPE = "dreamina"
 XCOM_REQUEST_ID = "request_id"
 #: XCom key of the first output URL of a succeeded request (the "Dreamina video" link).
 XCOM_OUTPUT_URL = "output_url"
+
+#: How much longer than a trigger's own deadline Airflow waits before it times a deferral out.
+DEFER_TIMEOUT_MARGIN_SECONDS = 120

@@ -18,6 +18,7 @@ from airflow_provider_dreamina._compat import default_deferrable
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
     DEFAULT_MODEL_ID,
+    DEFER_TIMEOUT_MARGIN_SECONDS,
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
 )
@@ -49,8 +50,6 @@ __all__ = [
 
 #: Key under which the submit operator keeps its record in ``task_state_store`` (Airflow 3.3+).
 STATE_KEY = "dreamina_request"  # the same literal as state.STATE_KEY, which this module must not import
-# How much longer than the trigger's own deadline Airflow waits before it times the deferral out.
-_DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
 
 
 class DreaminaImageToVideoOperator(BaseOperator):
@@ -232,7 +231,9 @@ class DreaminaImageToVideoOperator(BaseOperator):
                 max_consecutive_errors=policy.error_budget,
             ),
             method_name="execute_complete",
-            timeout=None if self.timeout is None else timedelta(seconds=self.timeout) + _DEFER_TIMEOUT_MARGIN,
+            timeout=None
+            if self.timeout is None
+            else timedelta(seconds=self.timeout) + timedelta(seconds=DEFER_TIMEOUT_MARGIN_SECONDS),
         )
         raise AssertionError("defer() returned")  # pragma: no cover
 

@@ -15,7 +15,12 @@ from airflow_provider_dreamina._compat import (
     AirflowSensorTimeout,
     default_deferrable,
 )
-from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, XCOM_OUTPUT_URL, XCOM_REQUEST_ID
+from airflow_provider_dreamina.defaults import (
+    DEFAULT_CONN_ID,
+    DEFER_TIMEOUT_MARGIN_SECONDS,
+    XCOM_OUTPUT_URL,
+    XCOM_REQUEST_ID,
+)
 from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTimeoutError
 from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
 
@@ -28,8 +33,6 @@ if TYPE_CHECKING:
 
 #: Key under which a rescheduled sensor keeps its count of failed polls (Airflow 3.3+).
 _WAIT_STATE_KEY = "dreamina_sensor_errors"
-# How much longer than the trigger's own deadline Airflow waits before it times the deferral out.
-_DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
 
 
 class DreaminaRequestSensor(BaseSensorOperator):
@@ -162,7 +165,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
                 not_before=time.time() + self._next_poll_delay,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + _DEFER_TIMEOUT_MARGIN,
+            timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
         )
 
     def _execute_polling(self, context: Context) -> Any:

@@ -52,18 +52,6 @@ def emulator(emulator_process: EmulatorHandle) -> EmulatorHandle:
     return emulator_process
 
 
-@pytest.fixture
-def api(emulator: EmulatorHandle) -> Iterator[httpx.Client]:
-    """A plain HTTP client holding the emulator's token, as a provider would send it."""
-    with httpx.Client(
-        base_url=emulator.base_url,
-        headers={"Authorization": f"Bearer {emulator.token}"},
-        timeout=10,
-        trust_env=False,
-    ) as client:
-        yield client
-
-
 def submit(api: httpx.Client, emulator: EmulatorHandle, **fields: Any) -> httpx.Response:
     body = {"prompt": "a lighthouse at dusk, waves rolling in", "image_urls": [emulator.sample_image_url]}
     return api.post(SUBMIT_PATH, json={**body, **fields})

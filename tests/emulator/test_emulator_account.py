@@ -6,7 +6,6 @@ RunComfy documents none of it, so each of the three answers can be switched off.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,17 +15,6 @@ from airflow_provider_dreamina.emulator import MODEL_ID, EmulatorHandle
 
 SUBMIT_PATH = f"/v1/models/{MODEL_ID}"
 BALANCE_PATH = "/prod/v2/balance"
-
-
-@pytest.fixture
-def api(emulator: EmulatorHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=emulator.base_url,
-        headers={"Authorization": f"Bearer {emulator.token}"},
-        timeout=10,
-        trust_env=False,
-    ) as client:
-        yield client
 
 
 def submit(api: httpx.Client, emulator: EmulatorHandle, **fields: Any) -> httpx.Response:

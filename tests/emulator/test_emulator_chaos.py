@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,17 +17,6 @@ import pytest
 from airflow_provider_dreamina.emulator import MODEL_ID, EmulatorError, EmulatorHandle
 
 SUBMIT_PATH = f"/v1/models/{MODEL_ID}"
-
-
-@pytest.fixture
-def api(emulator: EmulatorHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=emulator.base_url,
-        headers={"Authorization": f"Bearer {emulator.token}"},
-        timeout=30,
-        trust_env=False,
-    ) as client:
-        yield client
 
 
 def submit(api: httpx.Client, emulator: EmulatorHandle) -> httpx.Response:

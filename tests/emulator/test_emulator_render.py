@@ -6,7 +6,6 @@ import base64
 import io
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import av
@@ -31,17 +30,6 @@ from tests.video_samples import top_level_boxes
 
 SUBMIT_PATH = f"/v1/models/{MODEL_ID}"
 PROMPT = "a lighthouse at dusk, waves rolling in"
-
-
-@pytest.fixture
-def api(emulator: EmulatorHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=emulator.base_url,
-        headers={"Authorization": f"Bearer {emulator.token}"},
-        timeout=60,
-        trust_env=False,
-    ) as client:
-        yield client
 
 
 def png_uri(width: int, height: int) -> str:
