@@ -21,7 +21,7 @@ DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily"
 
 @task
 def summarize(*, triggering_asset_events: Any = None) -> dict[str, Any]:
-    from airflow_provider_dreamina.spend import actual_spend, manifest_cost, video_seconds
+    from airflow_provider_dreamina.submission.spend import actual_spend, manifest_cost, video_seconds
 
     files: list[str] = []
     for events in triggering_asset_events.values():

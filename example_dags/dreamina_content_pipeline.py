@@ -141,7 +141,7 @@ def read_batch() -> list[dict[str, str]]:
 @task(retries=0)  # the price, the budget and the balance do not change on a retry
 def plan(rows: list[dict[str, str]], *, params: Any = None) -> list[dict[str, Any]]:
     """Estimate the batch against budget_usd and the balance; the rows pass on only if it fits."""
-    from airflow_provider_dreamina.spend import plan_batch
+    from airflow_provider_dreamina.submission.spend import plan_batch
 
     return plan_batch(rows, budget_usd=params["budget_usd"]).rows
 
@@ -238,7 +238,7 @@ def video(prompt: str, image_url: str) -> Any:
 @task(outlets=[DAILY_VIDEOS])
 def publish(approved: list[list[str]], *, outlet_events: Any = None) -> list[str]:
     """Announce the day's published videos in one asset event: the files and what they cost."""
-    from airflow_provider_dreamina.spend import actual_spend, read_manifests
+    from airflow_provider_dreamina.submission.spend import actual_spend, read_manifests
 
     files = [uri for uris in approved for uri in uris]
     # count, total_cost_usd, cost_per_second_usd, from the manifests beside the published videos

@@ -106,8 +106,8 @@ def migrate(env: dict[str, str]) -> None:
 def check_video(video: Path) -> dict[str, Any]:
     """The saved video decodes, frame by frame, and is exactly what its manifest describes."""
     from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
-    from airflow_provider_dreamina.video import VideoFacts, inspect_file
-    from airflow_provider_dreamina.video_decode import decode_all
+    from airflow_provider_dreamina.outputs.decode import decode_all
+    from airflow_provider_dreamina.outputs.video import VideoFacts, inspect_file
 
     manifest_path = video.with_name(video.name + MANIFEST_SUFFIX)
     if not video.is_file():

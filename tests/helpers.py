@@ -165,7 +165,7 @@ def request_events(request_id: str = "r") -> dict[str, dict[str, Any]]:
         DreaminaTimeoutError,
     )
     from airflow_provider_dreamina.models import RequestOutput, RequestResult
-    from airflow_provider_dreamina.outcome import RequestEvent
+    from airflow_provider_dreamina.waiting.outcome import RequestEvent
 
     result = RequestResult(
         request_id=request_id, status="succeeded", output=RequestOutput(video="https://a.runcomfy.net/v.mp4")

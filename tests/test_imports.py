@@ -11,9 +11,9 @@ RUNTIME_ONLY = (
     "airflow_provider_dreamina.hooks.dreamina",
     "airflow_provider_dreamina.models",
     "airflow_provider_dreamina.triggers.dreamina",
-    "airflow_provider_dreamina.polling",
+    "airflow_provider_dreamina.waiting.policy",
     "airflow_provider_dreamina.runcomfy.send",
-    "airflow_provider_dreamina.images",
+    "airflow_provider_dreamina.inputs.images",
     "PIL",
 )
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
-from airflow_provider_dreamina.images import check_image
+from airflow_provider_dreamina.inputs.images import check_image
 from airflow_provider_dreamina.models import (
     CancelOutcome,
     GenerationInput,

@@ -19,7 +19,7 @@ from airflow_provider_dreamina.models import (
     RequestState,
     RequestStatus,
 )
-from airflow_provider_dreamina.polling import Waiting, WaitPolicy
+from airflow_provider_dreamina.waiting.policy import Waiting, WaitPolicy
 from tests.helpers import (
     Api,
     fast_hook,

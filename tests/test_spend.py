@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaBudgetExceededError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
-from airflow_provider_dreamina.spend import actual_spend, plan_batch, usd, video_seconds
+from airflow_provider_dreamina.submission.spend import actual_spend, plan_batch, usd, video_seconds
 
 ROWS = [
     {"prompt": "a lighthouse at dusk", "image_url": "lighthouse.png"},

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dreamina._compat import AirflowFailException
+from airflow_provider_dreamina.compat import AirflowFailException
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaOrphanedSubmitError, DreaminaStateError
 from airflow_provider_dreamina.operators.dreamina import DreaminaImageToVideoOperator
-from airflow_provider_dreamina.state import STATE_KEY, LedgerState, SubmitRecord
+from airflow_provider_dreamina.submission.records import STATE_KEY, LedgerState, SubmitRecord
 from tests.helpers import FakeStateStore, FakeTI, make_context
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from airflow_provider_dreamina.emulator.media import build_video
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaInvalidVideoError
-from airflow_provider_dreamina.video import (
+from airflow_provider_dreamina.outputs.video import (
     VideoFacts,
     VideoInspector,
     ainspect_read_at,

@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 from airflow.sdk import BaseHook
 
-from airflow_provider_dreamina import images, polling, transfer
-from airflow_provider_dreamina._storage import DEFAULT_MAX_BYTES
 from airflow_provider_dreamina.defaults import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError, DreaminaNotFoundError
+from airflow_provider_dreamina.inputs import images
 from airflow_provider_dreamina.models import (
     DEFAULT_MODEL_ID,
     AccountBalance,
@@ -30,6 +29,9 @@ from airflow_provider_dreamina.models import (
     RequestStatus,
     SubmittedRequest,
 )
+from airflow_provider_dreamina.outputs import transfer
+from airflow_provider_dreamina.outputs.destinations import DEFAULT_MAX_BYTES
+from airflow_provider_dreamina.outputs.transfer import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, OutputSink
 from airflow_provider_dreamina.redaction import url_without_query
 from airflow_provider_dreamina.runcomfy import calls, clients, optional
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
@@ -42,7 +44,7 @@ from airflow_provider_dreamina.runcomfy.settings import (
     forget_shared_settings,
     shared_settings,
 )
-from airflow_provider_dreamina.transfer import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, OutputSink
+from airflow_provider_dreamina.waiting import policy as polling
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +325,7 @@ class DreaminaHook(BaseHook):
         Local paths and object storage are read only under ``image_roots`` or the connection's
         ``allowed_image_roots``; object storage with the connection ``image_conn_id``. A URL is
         probed only when it is public https (or a host in the connection's
-        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.images`.
+        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.inputs.images`.
         """
         policy = images.ImagePolicy.of(self.settings, image_roots, image_conn_id)
         return images.prepare_image(source, validate=validate, policy=policy, transport=self._transport)

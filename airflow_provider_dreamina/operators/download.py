@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_dreamina._compat import AirflowFailException
-from airflow_provider_dreamina._storage import (
+from airflow_provider_dreamina.compat import AirflowFailException
+from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MODEL_ID, XCOM_OUTPUT_URL
+from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError
+from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
+from airflow_provider_dreamina.outputs.destinations import (
     DEFAULT_MAX_BYTES,
     Destination,
     check_name,
@@ -25,9 +28,6 @@ from airflow_provider_dreamina._storage import (
     suffix_from_content_type,
     suffix_from_url,
 )
-from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MODEL_ID, XCOM_OUTPUT_URL
-from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError
-from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
 from airflow_provider_dreamina.redaction import url_without_query
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class DreaminaDownloadOperator(BaseOperator):
         return DreaminaHook(dreamina_conn_id=self.dreamina_conn_id)
 
     def execute(self, context: Context) -> list[str]:
-        from airflow_provider_dreamina.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
         try:
             request_id = self._checked_request_id()
@@ -214,7 +214,7 @@ class DreaminaDownloadOperator(BaseOperator):
 
     def _finished_outputs(self, result: RequestResult) -> list[str]:
         """The output URLs of a succeeded request; the typed error of any other (see ``outcome``)."""
-        from airflow_provider_dreamina.outcome import raise_for_result
+        from airflow_provider_dreamina.waiting.outcome import raise_for_result
 
         if not result.state.is_terminal:
             raise DreaminaDownloadError(
@@ -314,7 +314,7 @@ class DreaminaDownloadOperator(BaseOperator):
         self, destination: Destination, stored: StoredOutput, generation: GenerationInput | None
     ) -> StoredOutput:
         """Log a frame count other than asked for; decode every frame and cut a poster when asked."""
-        from airflow_provider_dreamina.video import VideoFacts
+        from airflow_provider_dreamina.outputs.video import VideoFacts
 
         facts = VideoFacts.from_manifest(stored.video or {})
         asked = generation.frames if generation is not None else None
@@ -328,7 +328,7 @@ class DreaminaDownloadOperator(BaseOperator):
             )
         if self.verify != "decode" and not self.poster:
             return stored
-        from airflow_provider_dreamina.video_decode import decode_all, write_poster
+        from airflow_provider_dreamina.outputs.decode import decode_all, write_poster
 
         poster = io.BytesIO() if self.poster else None
         try:

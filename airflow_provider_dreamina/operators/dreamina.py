@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_dreamina._compat import default_deferrable
+from airflow_provider_dreamina.compat import default_deferrable
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
     DEFAULT_MODEL_ID,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         ImageToVideoInput,
         RequestResult,
     )
-    from airflow_provider_dreamina.polling import WaitPolicy
+    from airflow_provider_dreamina.waiting.policy import WaitPolicy
 
 __all__ = [
     "MANIFEST_SUFFIX",
@@ -169,7 +169,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_dreamina.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
         try:
             request_id, finished = self._reattach_or_submit(self._input(), context)
@@ -186,8 +186,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
     def _reattach_or_submit(self, request: ImageToVideoInput, context: Context) -> tuple[str, bool]:
         """The request id to follow, and whether it has already succeeded (see ``submission``)."""
-        from airflow_provider_dreamina.state import task_state
-        from airflow_provider_dreamina.submission import Attempt, SubmitOptions, reattach_or_submit
+        from airflow_provider_dreamina.submission.reattach import Attempt, SubmitOptions, reattach_or_submit
+        from airflow_provider_dreamina.submission.records import task_state
 
         state_path = self.state_path or self.hook.settings.state_path
         state = task_state(context, state_path=state_path, force_ledger=self.state_path is not None)
@@ -209,7 +209,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         return followed.request_id, followed.succeeded
 
     def _policy(self) -> WaitPolicy:
-        from airflow_provider_dreamina.polling import WaitPolicy
+        from airflow_provider_dreamina.waiting.policy import WaitPolicy
 
         deadline = None if self.timeout is None else time.time() + self.timeout
         return WaitPolicy(
@@ -238,7 +238,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         raise AssertionError("defer() returned")  # pragma: no cover
 
     def _wait(self, request_id: str, context: Context) -> dict[str, Any]:
-        from airflow_provider_dreamina.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
         try:
             result = self.hook.wait(request_id, policy=self._policy())
@@ -248,7 +248,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish after the trigger fired: the same outcome as a wait on a worker."""
-        from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import RequestEvent, fail_or_raise
 
         try:
             result = RequestEvent.model_validate(event).finished_result()
@@ -270,7 +270,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         return GenerationInput.of(self._input(), self.model_id)
 
     def on_kill(self) -> None:
-        from airflow_provider_dreamina.polling import try_cancel
+        from airflow_provider_dreamina.waiting.policy import try_cancel
 
         if self.cancel_on_kill and self._request_id and self.wait_for_completion:
             self.log.info("Cancelling request %s because the task was killed", self._request_id)

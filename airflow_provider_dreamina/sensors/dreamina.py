@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_dreamina._compat import (
+from airflow_provider_dreamina.compat import (
     AirflowRescheduleException,
     AirflowSensorTimeout,
     default_deferrable,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
     from airflow_provider_dreamina.models import RequestResult
-    from airflow_provider_dreamina.polling import Waiting
+    from airflow_provider_dreamina.waiting.policy import Waiting
 
 #: Key under which a rescheduled sensor keeps its count of failed polls (Airflow 3.3+).
 _WAIT_STATE_KEY = "dreamina_sensor_errors"
@@ -39,7 +39,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
     """Wait until a Dreamina request finishes; its XCom is the generation record as JSON.
 
     A failed or cancelled request fails the task (or skips it with ``soft_fail``). It follows the
-    same waiting policy as every other path (``airflow_provider_dreamina.polling``): transient
+    same waiting policy as every other path (``airflow_provider_dreamina.waiting.policy``): transient
     errors are retried inside each poll and tolerated for ``max_consecutive_errors`` polls in a
     row. In deferrable mode the sensor pokes once, then waits in the triggerer without holding a
     worker slot.
@@ -84,9 +84,9 @@ class DreaminaRequestSensor(BaseSensorOperator):
     def _waiting_for(self, context: Context) -> Waiting:
         """This wait's state: the checked request id and what the policy has seen of it."""
         if self._waiting is None:
-            from airflow_provider_dreamina.outcome import fail_or_raise
-            from airflow_provider_dreamina.polling import Waiting, WaitPolicy
             from airflow_provider_dreamina.runcomfy.calls import check_request_id
+            from airflow_provider_dreamina.waiting.outcome import fail_or_raise
+            from airflow_provider_dreamina.waiting.policy import Waiting, WaitPolicy
 
             try:
                 request_id = check_request_id(self.request_id)
@@ -106,8 +106,8 @@ class DreaminaRequestSensor(BaseSensorOperator):
         return self._waiting
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_dreamina.outcome import fail_or_raise
-        from airflow_provider_dreamina.polling import poll_once
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.policy import poll_once
 
         waiting = self._waiting_for(context)
         try:
@@ -170,7 +170,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
     def _execute_polling(self, context: Context) -> Any:
         """Airflow's poke loop; at its timeout, a queued request is cancelled as on every path."""
-        from airflow_provider_dreamina.polling import try_cancel
+        from airflow_provider_dreamina.waiting.policy import try_cancel
 
         try:
             return super().execute(context)
@@ -183,7 +183,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Finish after the trigger fired: the same outcome as a poke that saw the end."""
-        from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import RequestEvent, fail_or_raise
 
         try:
             result = RequestEvent.model_validate(event).finished_result()

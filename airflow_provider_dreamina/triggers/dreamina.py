@@ -9,11 +9,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_dreamina import polling
 from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID
 from airflow_provider_dreamina.exceptions import DreaminaError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
-from airflow_provider_dreamina.outcome import (
+from airflow_provider_dreamina.waiting import policy as polling
+from airflow_provider_dreamina.waiting.outcome import (
     EVENT_CANCELLED,
     EVENT_ERROR,
     EVENT_FAILED,
@@ -40,7 +40,7 @@ TRIGGER_CLASSPATH = "airflow_provider_dreamina.triggers.dreamina.DreaminaRequest
 class DreaminaRequestTrigger(BaseTrigger):
     """Poll a RunComfy request until it finishes, then yield exactly one event.
 
-    The event's payload is a :class:`~airflow_provider_dreamina.outcome.RequestEvent`: its status
+    The event's payload is a :class:`~airflow_provider_dreamina.waiting.outcome.RequestEvent`: its status
     is ``success``, ``failed``, ``cancelled``, ``timeout`` or ``error``, and it carries the whole
     result or the typed error, so ``execute_complete`` raises what a waiting worker would have.
 

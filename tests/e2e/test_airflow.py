@@ -23,9 +23,9 @@ from packaging.version import Version
 
 from airflow_provider_dreamina.emulator import EmulatorHandle, run_emulator
 from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
+from airflow_provider_dreamina.outputs.decode import decode_all
+from airflow_provider_dreamina.outputs.video import inspect_file
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
-from airflow_provider_dreamina.video import inspect_file
-from airflow_provider_dreamina.video_decode import decode_all
 from tests.e2e.harness import Airflow, marked_processes, run_airflow
 
 pytestmark = pytest.mark.e2e

@@ -224,7 +224,7 @@ def test_changed_input_is_submitted_anew(emulator: EmulatorHandle) -> None:
 def test_without_a_state_store_a_retry_resubmits_and_says_so(
     emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("airflow_provider_dreamina.submission._warned_no_state", False)
+    monkeypatch.setattr("airflow_provider_dreamina.submission.reattach._warned_no_state", False)
     make_operator(emulator).execute(make_context())
     make_operator(emulator).execute(make_context())
     assert emulator.counters()["submissions"] == 2

@@ -29,9 +29,9 @@ from airflow_provider_dreamina.operators.dreamina import (
     XCOM_REQUEST_ID,
     DreaminaImageToVideoOperator,
 )
-from airflow_provider_dreamina.outcome import RequestEvent
-from airflow_provider_dreamina.state import SubmitRecord
+from airflow_provider_dreamina.submission.records import SubmitRecord
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+from airflow_provider_dreamina.waiting.outcome import RequestEvent
 from tests.bounds import bounded, gzip_bomb_ready
 from tests.helpers import Api, FakeStateStore, data_uri, fast_hook, make_context
 from tests.hostile_server import HostileServer, hostile_server

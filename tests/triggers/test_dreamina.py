@@ -14,8 +14,8 @@ from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaNotFoundError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 from airflow_provider_dreamina.models import ImageToVideoInput
-from airflow_provider_dreamina.outcome import RequestEvent
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+from airflow_provider_dreamina.waiting.outcome import RequestEvent
 
 
 def submit(emulator: EmulatorHandle) -> str:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from airflow_provider_dreamina import _mp4
 from airflow_provider_dreamina.exceptions import DreaminaInvalidVideoError, DreaminaVideoIndexTooLargeError
+from airflow_provider_dreamina.outputs import mp4 as _mp4
 
 #: Largest `moov` (or `moof`) box kept in memory; a 10 s video's index is a few kilobytes.
 MAX_INDEX_BYTES = 64 * 1024 * 1024

@@ -23,7 +23,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaTransientWaitError,
 )
 from airflow_provider_dreamina.models import RequestResult, RequestState, RequestStatus
-from airflow_provider_dreamina.outcome import raise_for_result
+from airflow_provider_dreamina.waiting.outcome import raise_for_result
 
 if TYPE_CHECKING:
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook

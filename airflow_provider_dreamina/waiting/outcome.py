@@ -153,6 +153,6 @@ def fail_or_raise(error: DreaminaError) -> NoReturn:
     """
     if error.retryable:
         raise error
-    from airflow_provider_dreamina._compat import AirflowFailException
+    from airflow_provider_dreamina.compat import AirflowFailException
 
     raise AirflowFailException(str(error)) from error

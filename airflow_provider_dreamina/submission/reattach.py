@@ -33,7 +33,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaSubmitUncertainError,
 )
 from airflow_provider_dreamina.models import ImageToVideoInput, RequestState
-from airflow_provider_dreamina.state import SubmitRecord, TaskState, now
+from airflow_provider_dreamina.submission.records import SubmitRecord, TaskState, now
 
 if TYPE_CHECKING:
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
@@ -191,7 +191,7 @@ def _submit(
     attempt: Attempt,
     options: SubmitOptions,
 ) -> Followed:
-    from airflow_provider_dreamina.spend import check_reserve
+    from airflow_provider_dreamina.submission.spend import check_reserve
 
     # Before the intent: a refusal to pay leaves nothing pending.
     check_reserve(hook, request, model_id, options.min_balance_usd)

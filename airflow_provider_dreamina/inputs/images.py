@@ -35,7 +35,6 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from airflow_provider_dreamina import image_fetch
 from airflow_provider_dreamina.exceptions import (
     DreaminaConfigurationError,
     DreaminaConnectionError,
@@ -43,6 +42,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaImageRefusedError,
     DreaminaInvalidInputError,
 )
+from airflow_provider_dreamina.inputs import fetch as image_fetch
 from airflow_provider_dreamina.models import recorded_image
 from airflow_provider_dreamina.redaction import shorten
 from airflow_provider_dreamina.runcomfy.reading import araw_chunks, raw_chunks

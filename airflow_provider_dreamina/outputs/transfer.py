@@ -28,11 +28,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaDownloadInterruptedError
+from airflow_provider_dreamina.outputs.video import VideoInspector, claims_video
 from airflow_provider_dreamina.redaction import url_without_query, without_queries
 from airflow_provider_dreamina.runcomfy import deadlines
 from airflow_provider_dreamina.runcomfy.reading import raw_chunks
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy, parse_retry_after
-from airflow_provider_dreamina.video import VideoInspector, claims_video
 
 log = logging.getLogger(__name__)
 
