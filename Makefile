@@ -20,6 +20,7 @@ help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
 	@echo "make demo-ui   the Airflow UI with the example DAGs and the emulator, until Ctrl-C"
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
+	@echo "make unit      the fast inner loop: every test but the end-to-end ones"
 	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
 	@echo "make test-browser  the gallery and review in headless Chromium (apt-get install chromium)"
 	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
@@ -45,12 +46,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The fast inner loop: no Airflow processes are started (the emulator and small HTTP servers are).
+unit: install
+	$(BIN)/pytest -m "not e2e and not browser and not distributed"
+
 # The browser tests run in their own target (test-browser), once; the distributed chaos scenarios
 # need their own extra and run with `make test-distributed`.
-unit: install
-	$(BIN)/pytest -m "not browser and not distributed"
-
-test: lint typecheck unit
+test: lint typecheck unit e2e
 
 $(BIN_MIN)/python:
 	$(PYTHON) -m venv $(VENV_MIN)
@@ -73,7 +75,7 @@ demo-ui: install
 
 # Only the end-to-end tests (a real scheduler, triggerer, dag processor and API server).
 e2e: install
-	$(BIN)/pytest -m e2e tests/e2e
+	$(BIN)/pytest -m "e2e and not browser" tests/e2e
 
 # The gallery and the review in a real Airflow, driven in headless Chromium (Debian's `chromium`;
 # without it the tests skip and say how to get it). Screenshots go to test-artifacts/browser/.

@@ -93,6 +93,15 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Download deadline per output (seconds)",
                         "schema": {"type": ["number", "null"], "default": 3600},
                     },
+                    "max_error_seconds": {
+                        "label": "Outage tolerance while waiting (seconds)",
+                        "schema": {"type": ["number", "null"], "minimum": 0, "default": 900},
+                        "description": (
+                            "How long a wait rides out transient errors (5xx, 429, resets, timeouts) "
+                            "while the paid generation runs on; a task's max_error_seconds takes "
+                            "precedence."
+                        ),
+                    },
                     "timeout": {
                         "label": "Read timeout (seconds)",
                         "schema": {"type": ["number", "null"], "default": 30},

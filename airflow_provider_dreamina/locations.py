@@ -10,7 +10,7 @@ old content or the new, never half.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,14 +77,16 @@ def locate(text: str) -> Location:
     return Location(text, uri=text)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, temporary_prefix: str | None = None) -> None:
     """Write a small local file so that a crash leaves the old content or the new, never half.
 
-    A temporary file in the same directory is written and flushed to disk, renamed over ``path``,
-    and the directory itself is flushed so the rename survives a power loss too.
+    A temporary file in the same directory (``temporary_prefix`` and 12 random hex digits, so the
+    caller can recognise one a killed process left) is written and flushed to disk, renamed over
+    ``path``, and the directory itself is flushed so the rename survives a power loss too.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = path.parent / f"{temporary_prefix or f'.{path.name}.'}{uuid.uuid4().hex[:12]}"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)

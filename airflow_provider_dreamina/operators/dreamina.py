@@ -17,14 +17,21 @@ from airflow.sdk import BaseOperator
 from airflow_provider_dreamina.compat import default_deferrable
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFAULT_MODEL_ID,
+    DEFAULT_POLL_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
+    MANIFEST_SUFFIX,
+    STATE_KEY,
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
+    OnClear,
+    OnOrphanedSubmit,
+    check_mode,
 )
 from airflow_provider_dreamina.exceptions import DreaminaError
 from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
-from airflow_provider_dreamina.operators.download import MANIFEST_SUFFIX, DreaminaDownloadOperator
+from airflow_provider_dreamina.operators.download import DreaminaDownloadOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -47,9 +54,6 @@ __all__ = [
     "DreaminaImageToVideoOperator",
     "DreaminaOutputLink",
 ]
-
-#: Key under which the submit operator keeps its record in ``task_state_store`` (Airflow 3.3+).
-STATE_KEY = "dreamina_request"  # the same literal as state.STATE_KEY, which this module must not import
 
 
 class DreaminaImageToVideoOperator(BaseOperator):
@@ -74,8 +78,10 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param deferrable: wait in the triggerer instead of holding a worker slot
         (default: ``[operators] default_deferrable``).
     :param poll_interval: seconds between status polls while waiting.
-    :param timeout: overall seconds to wait; a request still queued then is cancelled.
+    :param timeout: overall seconds to wait; it bounds every call made while waiting too.
     :param cancel_on_kill: cancel a still-queued request when the task is killed.
+    :param cancel_on_timeout: cancel a still-queued request when ``timeout`` passes (a running one
+        is paid for already and left to finish).
     :param validate_image: check the image against the schema before submitting.
     :param image_roots: directories or object-storage prefixes (``/data/frames``,
         ``s3://bucket/inputs/``) under which a local or object-storage ``image_url`` may be read;
@@ -84,7 +90,11 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param image_conn_id: the Airflow connection object storage is read with. Not templated, for
         the same reason: a run must not choose which connection the worker uses.
     :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
-        retries) to tolerate while waiting before the try fails (and Airflow may retry it).
+        retries) to tolerate while waiting, however quickly they come.
+    :param max_error_seconds: how long a run of transient failed polls (an outage of RunComfy's
+        API) is tolerated while the paid generation runs on; the wait fails (and Airflow may retry
+        the task, which reattaches) once both limits are passed. Default: the connection's
+        ``max_error_seconds`` extra, else 15 minutes.
     :param on_orphaned_submit: when an earlier try recorded its intent to pay but never the request
         id: ``"fail"`` without retry (default; look in RunComfy's dashboard first) or ``"resubmit"``
         (accepting that RunComfy may charge twice).
@@ -113,13 +123,15 @@ class DreaminaImageToVideoOperator(BaseOperator):
         model_id: str = DEFAULT_MODEL_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
-        poll_interval: float = 10.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta | None = None,
         cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         validate_image: bool = True,
-        max_consecutive_errors: int = 5,
-        on_orphaned_submit: str = "fail",
-        on_clear: str = "reuse",
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        max_error_seconds: float | None = None,
+        on_orphaned_submit: OnOrphanedSubmit = "fail",
+        on_clear: OnClear = "reuse",
         state_path: str | None = None,
         min_balance_usd: float | None = None,
         image_roots: str | Sequence[str] | None = None,
@@ -140,14 +152,14 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
         self.validate_image = validate_image
         self.max_consecutive_errors = max_consecutive_errors
-        if on_orphaned_submit not in ("fail", "resubmit"):
-            raise ValueError(f"on_orphaned_submit is {on_orphaned_submit!r}; use 'fail' or 'resubmit'")
-        if on_clear not in ("reuse", "regenerate"):
-            raise ValueError(f"on_clear is {on_clear!r}; use 'reuse' or 'regenerate'")
-        self.on_orphaned_submit: Any = on_orphaned_submit
-        self.on_clear: Any = on_clear
+        self.max_error_seconds = max_error_seconds
+        self.on_orphaned_submit: OnOrphanedSubmit = check_mode(
+            "on_orphaned_submit", on_orphaned_submit, OnOrphanedSubmit
+        )
+        self.on_clear: OnClear = check_mode("on_clear", on_clear, OnClear)
         self.state_path = state_path
         self.min_balance_usd = min_balance_usd
         self.image_roots = image_roots
@@ -187,7 +199,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def _reattach_or_submit(self, request: ImageToVideoInput, context: Context) -> tuple[str, bool]:
         """The request id to follow, and whether it has already succeeded (see ``submission``)."""
         from airflow_provider_dreamina.submission.reattach import Attempt, SubmitOptions, reattach_or_submit
-        from airflow_provider_dreamina.submission.records import task_state
+        from airflow_provider_dreamina.submission.stores import task_state
 
         state_path = self.state_path or self.hook.settings.state_path
         state = task_state(context, state_path=state_path, force_ledger=self.state_path is not None)
@@ -213,7 +225,11 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
         deadline = None if self.timeout is None else time.time() + self.timeout
         return WaitPolicy(
-            poll_interval=self.poll_interval, deadline=deadline, error_budget=self.max_consecutive_errors
+            poll_interval=self.poll_interval,
+            deadline=deadline,
+            max_consecutive_errors=self.max_consecutive_errors,
+            max_error_seconds=self.hook.max_error_seconds(self.max_error_seconds),
+            cancel_on_timeout=self.cancel_on_timeout,
         )
 
     def _defer(self, request_id: str) -> NoReturn:
@@ -227,8 +243,9 @@ class DreaminaImageToVideoOperator(BaseOperator):
                 poll_interval=policy.poll_interval,
                 deadline=policy.deadline,
                 cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=policy.cancel_at_deadline,
-                max_consecutive_errors=policy.error_budget,
+                cancel_on_timeout=policy.cancel_on_timeout,
+                max_consecutive_errors=policy.max_consecutive_errors,
+                max_error_seconds=policy.max_error_seconds,
             ),
             method_name="execute_complete",
             timeout=None

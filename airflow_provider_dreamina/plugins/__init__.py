@@ -2,6 +2,6 @@
 
 ``plugin.py`` registers it (provider info ``plugins``), ``gallery.py`` is its FastAPI app,
 ``access.py`` decides who may see what, ``records.py`` finds generations in asset events and
-manifests, ``storage.py`` reads stored files, ``streaming.py`` answers HTTP Range requests and
+manifests, ``files.py`` reads stored files, ``streaming.py`` answers HTTP Range requests and
 ``page.py`` renders the HTML page.
 """

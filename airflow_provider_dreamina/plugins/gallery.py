@@ -12,7 +12,6 @@ Endpoints (each requires a signed-in Airflow user and shows only DAGs that user 
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_dreamina.plugins import access, catalog, page, storage, streaming
+from airflow_provider_dreamina.models import is_request_id
+from airflow_provider_dreamina.plugins import access, catalog, files, page, streaming
 from airflow_provider_dreamina.plugins.catalog import Filters
 from airflow_provider_dreamina.plugins.plugin import URL_PREFIX
 from airflow_provider_dreamina.plugins.records import IMAGE_TYPES, Generation, RecordedFile
@@ -35,7 +35,6 @@ _IMAGE_MAGIC = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "image/webp": (b"RIFF",),
 }
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def _urls(request: Request) -> page.Urls:
@@ -48,7 +47,7 @@ def _filters(dag_id: str | None, day: str | None, request_id: str | None) -> Fil
         parsed_day = date.fromisoformat(day) if day else None
     except ValueError:
         raise HTTPException(400, f"day must look like 2026-11-24, not {day!r}") from None
-    if request_id and not _REQUEST_ID.match(request_id):
+    if request_id and not is_request_id(request_id):
         raise HTTPException(400, "request_id holds characters a RunComfy request id never has")
     return Filters(dag_id=dag_id or None, day=parsed_day, request_id=request_id or None)
 
@@ -62,14 +61,14 @@ def _recorded(session: Any, user: Any, event_id: int, index: int) -> Generation:
 
 
 def _serve(request: Request, recorded: RecordedFile, *, etag: str | None) -> Response:
-    size = storage.stored_size(recorded.uri, recorded.conn_id)
+    size = files.stored_size(recorded.uri, recorded.conn_id)
     if size is None:
         raise HTTPException(410, f"{recorded.name} is not in its storage any more")
     if recorded.size is not None and size != recorded.size:
         raise HTTPException(409, f"{recorded.name} changed since it was recorded; it is not served")
     return streaming.file_response(
         request,
-        lambda: storage.open_stored(recorded.uri, recorded.conn_id),
+        lambda: files.open_stored(recorded.uri, recorded.conn_id),
         size=size,
         content_type=recorded.content_type,
         etag=etag,
@@ -78,10 +77,10 @@ def _serve(request: Request, recorded: RecordedFile, *, etag: str | None) -> Res
 
 
 def _check_image(poster: RecordedFile) -> None:
-    size = storage.stored_size(poster.uri, poster.conn_id)
+    size = files.stored_size(poster.uri, poster.conn_id)
     if size is None or size > MAX_POSTER_BYTES or poster.content_type not in IMAGE_TYPES:
         raise HTTPException(404, "This video has no poster")
-    head = storage.read_small(poster.uri, 16, poster.conn_id) or b""
+    head = files.read_small(poster.uri, 16, poster.conn_id) or b""
     if not head.startswith(_IMAGE_MAGIC[poster.content_type]):
         raise HTTPException(404, "This video has no poster")
 
@@ -146,9 +145,7 @@ def create_app() -> FastAPI:
         generation = _recorded(session, user, event_id, index)
         if not generation.playable:
             raise HTTPException(404, f"This video is not served: {generation.problem}")
-        return _serve(
-            request, generation.video, etag=generation.video.sha256 or generation.manifest.get("sha256")
-        )
+        return _serve(request, generation.video, etag=generation.video.sha256 or generation.manifest.sha256)
 
     @app.api_route("/media/{event_id}/{index}/poster", methods=["GET", "HEAD"])
     def poster(

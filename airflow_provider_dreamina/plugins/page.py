@@ -14,11 +14,10 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND
 from airflow_provider_dreamina.plugins.catalog import Filters, Page
 from airflow_provider_dreamina.plugins.records import Generation
 
-# Dreamina renders 24 frames per second (121 frames is about 5 s).
-_FRAMES_PER_SECOND = 24
 _TEMPLATES = Path(__file__).parent / "templates"
 _environment = Environment(
     loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
@@ -55,7 +54,7 @@ def duration_text(generation: Generation) -> str | None:
     if generation.duration_seconds is not None:
         return f"{generation.duration_seconds:.2f} s"
     if generation.frames:
-        return f"about {generation.frames / _FRAMES_PER_SECOND:.1f} s"
+        return f"about {generation.frames / FRAMES_PER_SECOND:.1f} s"
     return None
 
 

@@ -14,7 +14,6 @@ later (``video``, ``poster``) are used when present.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +22,9 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from airflow_provider_dreamina.plugins import storage
+from airflow_provider_dreamina.outputs.manifest import MANIFEST_READ_LIMIT, Manifest, manifest_name
+from airflow_provider_dreamina.plugins import files
 
-#: The manifest beside each stored file is named after it with this suffix added.
-MANIFEST_SUFFIX = ".json"
-MANIFEST_READ_LIMIT = 1024 * 1024
 VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm", "video/x-m4v"})
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 _TYPES_BY_SUFFIX = {
@@ -72,7 +69,7 @@ class RecordedFile:
 
     @property
     def name(self) -> str:
-        return storage.file_name(self.uri)
+        return files.file_name(self.uri)
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class Generation:
     map_index: int
     request_id: str
     video: RecordedFile
-    manifest: Mapping[str, Any] = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=Manifest)
     #: Why the file may not be played ("" when its record holds together).
     problem: str = "its manifest has not been read"
     poster: RecordedFile | None = None
@@ -101,50 +98,41 @@ class Generation:
     def playable(self) -> bool:
         return not self.problem
 
-    def _get(self, key: str) -> Any:
-        return self.manifest.get(key)
-
     @property
     def prompt(self) -> str | None:
-        value = self._get("prompt")
-        return value if isinstance(value, str) else None
+        return self.manifest.prompt
 
     @property
     def seed(self) -> int | None:
-        return _as_int(self._get("seed"))
+        return self.manifest.seed
 
     @property
     def facts(self) -> Mapping[str, Any]:
         """The measured facts of the video (``video`` in the manifest), empty when not recorded."""
-        value = self._get("video")
-        return value if isinstance(value, Mapping) else {}
+        video = self.manifest.video
+        return video.model_dump(exclude_none=True) if video is not None else {}
 
     @property
     def frames(self) -> int | None:
-        return _as_int(self.facts.get("frames")) or _as_int(self._get("frames"))
+        video = self.manifest.video
+        return (video.frames if video is not None else None) or self.manifest.frames
 
     @property
     def duration_seconds(self) -> float | None:
-        """The video's measured length; never the generation's wall time (an older manifest key)."""
-        return _as_float(self.facts.get("duration_seconds"))
+        """The video's measured length; never the generation's wall time."""
+        return self.manifest.video.duration_seconds if self.manifest.video is not None else None
 
     @property
     def cost_usd(self) -> float | None:
-        for key in ("cost_usd", "cost"):
-            value = _as_float(self._get(key))
-            if value is not None:
-                return value
-        return None
+        return self.manifest.cost_usd
 
     @property
     def model_id(self) -> str | None:
-        value = self._get("model_id")
-        return value if isinstance(value, str) else None
+        return self.manifest.model_id
 
     @property
     def finished_at(self) -> str | None:
-        value = self._get("finished_at") or self._get("created_at")
-        return value if isinstance(value, str) else None
+        return self.manifest.finished_at or self.manifest.created_at
 
 
 def _as_int(value: Any) -> int | None:
@@ -157,26 +145,13 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def media_type(content_type: Any, uri: str) -> str | None:
     """The media type of a recorded file: its recorded content type, else its name's suffix."""
     if isinstance(content_type, str) and content_type.strip():
         value = content_type.partition(";")[0].strip().lower()
         if value not in ("application/octet-stream", "binary/octet-stream"):
             return value
-    return _TYPES_BY_SUFFIX.get(PurePosixPath(storage.file_name(uri)).suffix.lower())
+    return _TYPES_BY_SUFFIX.get(PurePosixPath(files.file_name(uri)).suffix.lower())
 
 
 def _recorded_file(entry: Any, conn_id: str | None) -> RecordedFile | None:
@@ -246,57 +221,44 @@ ReadSmall = Callable[[str, int, "str | None"], "bytes | None"]
 SizeOf = Callable[[str, "str | None"], "int | None"]
 
 
-def read_manifest(video: RecordedFile, read: ReadSmall = storage.read_small) -> dict[str, Any] | None:
-    raw = read(video.uri + MANIFEST_SUFFIX, MANIFEST_READ_LIMIT, video.conn_id)
-    if not raw:
-        return None
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        return None
-    return manifest if isinstance(manifest, dict) else None
+def read_manifest(video: RecordedFile, read: ReadSmall = files.read_small) -> Manifest | None:
+    return Manifest.read(read(manifest_name(video.uri), MANIFEST_READ_LIMIT, video.conn_id))
 
 
-def record_problem(generation: Generation, manifest: Mapping[str, Any] | None) -> str:
+def record_problem(generation: Generation, manifest: Manifest | None) -> str:
     """Why the event and the manifest beside the file disagree ("" when they agree)."""
     video = generation.video
     if manifest is None:
-        return f"no readable manifest beside {video.name} ({video.name}{MANIFEST_SUFFIX})"
-    if manifest.get("request_id") != generation.request_id:
+        return f"no readable manifest beside {video.name} ({manifest_name(video.name)})"
+    if manifest.request_id != generation.request_id:
         return f"the manifest beside {video.name} names another request"
-    stored_uri = manifest.get("stored_uri")
-    if isinstance(stored_uri, str) and stored_uri != video.uri:
+    if manifest.stored_uri is not None and manifest.stored_uri != video.uri:
         return f"the manifest beside {video.name} describes another file"
-    recorded_sha, recorded_size = manifest.get("sha256"), _as_int(manifest.get("bytes"))
-    if not isinstance(recorded_sha, str) or recorded_size is None:
+    if manifest.sha256 is None or manifest.size_bytes is None:
         return f"the manifest beside {video.name} records no SHA-256 and size"
-    if (video.sha256 and video.sha256 != recorded_sha) or (
-        video.size is not None and video.size != recorded_size
+    if (video.sha256 and video.sha256 != manifest.sha256) or (
+        video.size is not None and video.size != manifest.size_bytes
     ):
         return f"{video.name} was replaced after this event (its manifest records other contents)"
     return ""
 
 
-def _poster_from_manifest(manifest: Mapping[str, Any], video: RecordedFile) -> str | None:
-    poster = manifest.get("poster")
-    if isinstance(poster, str):
-        poster = {"stored_uri": poster} if "/" in poster else {"file_name": poster}
-    if not isinstance(poster, Mapping):
+def _poster_from_manifest(manifest: Manifest, video: RecordedFile) -> str | None:
+    poster = manifest.poster
+    if poster is None:
         return None
-    uri = poster.get("stored_uri") or poster.get("uri")
-    if isinstance(uri, str) and storage.same_directory(uri, video.uri):
-        return uri
-    name = poster.get("file_name")
-    if isinstance(name, str) and storage.is_plain_name(name):
-        return storage.sibling(video.uri, name)
+    if poster.stored_uri is not None and files.same_directory(poster.stored_uri, video.uri):
+        return poster.stored_uri
+    if poster.file_name is not None and files.is_plain_name(poster.file_name):
+        return files.sibling(video.uri, poster.file_name)
     return None
 
 
 def find_poster(
     video: RecordedFile,
-    manifest: Mapping[str, Any] | None,
+    manifest: Manifest | None,
     event_images: Iterable[RecordedFile],
-    size_of: SizeOf = storage.stored_size,
+    size_of: SizeOf = files.stored_size,
 ) -> RecordedFile | None:
     """The poster of a video: named in its manifest or its event, else ``<video>.jpg`` beside it.
 
@@ -310,15 +272,14 @@ def find_poster(
     candidates.extend(
         image.uri
         for image in event_images
-        if storage.same_directory(image.uri, video.uri)
-        and PurePosixPath(image.name).stem in (stem, video.name)
+        if files.same_directory(image.uri, video.uri) and PurePosixPath(image.name).stem in (stem, video.name)
     )
     candidates.extend(
-        [storage.sibling(video.uri, f"{video.name}.jpg"), storage.sibling(video.uri, f"{stem}.jpg")]
+        [files.sibling(video.uri, f"{video.name}.jpg"), files.sibling(video.uri, f"{stem}.jpg")]
     )
     for uri in dict.fromkeys(candidates):
         kind = media_type(None, uri)
-        if kind not in IMAGE_TYPES or not storage.same_directory(uri, video.uri):
+        if kind not in IMAGE_TYPES or not files.same_directory(uri, video.uri):
             continue
         size = size_of(uri, video.conn_id)
         if size:
@@ -354,8 +315,8 @@ details_cache = _DetailsCache()
 def with_details(
     generation: Generation,
     event_images: Iterable[RecordedFile] = (),
-    read: ReadSmall = storage.read_small,
-    size_of: SizeOf = storage.stored_size,
+    read: ReadSmall = files.read_small,
+    size_of: SizeOf = files.stored_size,
 ) -> Generation:
     """The generation with its manifest, its poster, and whether its record holds together."""
     key = (generation.video.uri, generation.video.sha256)
@@ -371,7 +332,10 @@ def with_details(
             details_cache.put(key, cached)
     manifest, poster = cached
     return replace(
-        generation, manifest=manifest or {}, poster=poster, problem=record_problem(generation, manifest)
+        generation,
+        manifest=manifest or Manifest(),
+        poster=poster,
+        problem=record_problem(generation, manifest),
     )
 
 

@@ -1,4 +1,4 @@
-"""What a submit task remembers about its paid request, across tries, crashes and clears.
+"""What a submit task remembers about its paid request: the two-phase record, versioned.
 
 RunComfy has no idempotency key, so the provider keeps a two-phase record itself: an *intent*
 (input fingerprint, time, try number) is written before the paid POST, and the request id right
@@ -6,38 +6,33 @@ after it. The next run of the same task reads it back: a request id means reatta
 without one means an earlier try may have paid for a request whose id was lost (an *orphaned
 submit*), which is detected instead of silently paid for again.
 
-Where the record lives: Airflow's ``task_state_store`` (3.3+) by default; otherwise, or when the
-operator forces it, a ledger of small JSON files under ``state_path`` (a local directory or any
-object-storage URI), one per dag id, run id, task id and map index, each written atomically.
+A record that is there but cannot be read is never taken for "nothing was paid": :func:`parse`
+raises :class:`DreaminaStateError`, saying where the record is and how to submit anew on purpose.
+Where records live is ``stores``' concern.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import os
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airflow_provider_dreamina.exceptions import DreaminaStateError
+from airflow_provider_dreamina.models import ImageToVideoInput
 
-log = logging.getLogger(__name__)
-
-#: Key under which the submit operator keeps its record in ``task_state_store``.
-STATE_KEY = "dreamina_request"
-_LEDGER_READ_LIMIT = 64 * 1024
+#: The shape of a record; a record of another version is refused, never guessed at.
+SCHEMA_VERSION = 1
 
 
 class SubmitRecord(BaseModel):
     """The two-phase record of one task's paid submit."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
 
+    schema_version: int = SCHEMA_VERSION
     fingerprint: str
     #: When the intent was written, just before the paid POST; None once nothing is pending.
     intent_at: datetime | None = None
@@ -60,147 +55,70 @@ class SubmitRecord(BaseModel):
         start = self.intent_at.isoformat(timespec="seconds") if self.intent_at else "an unknown time"
         return f"from {start} (try {self.try_number})"
 
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class TaskState(Protocol):
-    """Where one task instance's record lives."""
+def fingerprint(request: ImageToVideoInput, model_id: str, conn_id: str) -> str:
+    """Identifies what is paid for and by whom: the input, the model and the connection (account).
 
-    description: str
-
-    def read(self) -> SubmitRecord | None: ...
-
-    def write(self, record: SubmitRecord) -> None: ...
-
-
-class StoreState:
-    """The record in Airflow's ``task_state_store`` (Airflow 3.3+)."""
-
-    description = "task_state_store"
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def read(self) -> SubmitRecord | None:
-        return _parse(self.store.get(STATE_KEY))
-
-    def write(self, record: SubmitRecord) -> None:
-        try:
-            self.store.set(STATE_KEY, record.model_dump(mode="json"))
-        except Exception as error:  # AirflowRuntimeError and whatever the API server answered
-            raise DreaminaStateError(
-                f"could not write the task's record to task_state_store ({type(error).__name__}: {error})"
-            ) from None
+    A changed prompt, image, seed, frame count, model or connection is never answered with an
+    earlier request's video.
+    """
+    body = {"conn_id": conn_id, "model_id": model_id, **request.to_request_body()}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class LedgerState:
-    """The record as one JSON file under ``state_path``, written atomically."""
+def parse(value: Any, where: str) -> SubmitRecord | None:
+    """The record in ``value`` (a JSON object, or its text or bytes); None only when there is none.
 
-    def __init__(self, state_path: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
-        parts = [quote(str(part), safe="") for part in (dag_id, run_id, task_id)]
-        self.relative = "/".join(parts) + f"/{map_index}.json"
-        self.state_path = state_path.rstrip("/")
-        self.description = f"the ledger at {self.state_path}"
-
-    def _local(self) -> Path | None:
-        if "://" not in self.state_path:
-            return Path(self.state_path).expanduser()
-        if self.state_path.startswith("file://"):
-            return Path(self.state_path.removeprefix("file://"))
+    :param where: how a message names the record's place, with how to remove it.
+    :raises DreaminaStateError: for anything else: not JSON, not an object, another schema
+        version, a missing or mistyped field.
+    """
+    if value is None:
         return None
-
-    def read(self) -> SubmitRecord | None:
+    problem: str | None = None
+    if isinstance(value, (bytes, bytearray, str)):
         try:
-            local = self._local()
-            if local is not None:
-                path = local / self.relative
-                if not path.exists():
-                    return None
-                with path.open("rb") as handle:
-                    raw = handle.read(_LEDGER_READ_LIMIT)
-            else:
-                target = _storage_path(self.state_path) / self.relative
-                if not target.exists():
-                    return None
-                with target.open("rb") as handle:
-                    raw = handle.read(_LEDGER_READ_LIMIT)
-        except OSError as error:
-            raise DreaminaStateError(
-                f"could not read {self.description} ({self.relative}): {error}"
-            ) from None
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            problem = "it is not JSON"
+    if problem is None and not isinstance(value, dict):
+        problem = f"it is a JSON {type(value).__name__}, not an object"
+    if problem is None and value.get("schema_version") != SCHEMA_VERSION:
+        problem = (
+            f"its schema_version is {_shown(value.get('schema_version'))}, and this provider reads "
+            f"version {SCHEMA_VERSION} only"
+        )
+    if problem is None:
         try:
-            return _parse(json.loads(raw))
-        except ValueError:
-            log.warning("Ignoring an unreadable record in %s (%s)", self.description, self.relative)
-            return None
-
-    def write(self, record: SubmitRecord) -> None:
-        data = record.model_dump_json().encode()
-        try:
-            local = self._local()
-            if local is not None:
-                _write_atomically(local / self.relative, data)
-            else:
-                # One PUT: an object store shows either the old object or the new one, never half.
-                target = _storage_path(self.state_path) / self.relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-        except OSError as error:
-            raise DreaminaStateError(
-                f"could not write {self.description} ({self.relative}): {error}"
-            ) from None
+            # JSON mode: timestamps as ISO text, and no coercion of a mistyped field (strict).
+            return SubmitRecord.model_validate_json(json.dumps(value))
+        except (ValidationError, TypeError, ValueError) as error:
+            problem = f"its fields do not hold ({_fields(error)})"
+    raise _unreadable(where, problem)
 
 
-def _storage_path(uri: str) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(uri)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+def _fields(error: Exception) -> str:
+    if not isinstance(error, ValidationError):
+        return type(error).__name__
+    return ", ".join(sorted({".".join(map(str, item["loc"])) or "record" for item in error.errors()}))
 
 
-def _parse(value: Any) -> SubmitRecord | None:
-    if not isinstance(value, dict) or not value.get("fingerprint"):
-        return None
-    try:
-        return SubmitRecord.model_validate(value)
-    except ValidationError:
-        return None
-
-
-def task_state(context: Any, *, state_path: str | None, force_ledger: bool = False) -> TaskState | None:
-    """Where this task's record lives: ``task_state_store`` unless forced to (or only able to) use
-    the ledger under ``state_path``; None when neither is available."""
-    store = context.get("task_state_store")
-    if store is not None and not (force_ledger and state_path):
-        return StoreState(store)
-    if not state_path:
-        return None
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    return LedgerState(
-        state_path,
-        dag_id=str(getattr(ti, "dag_id", "dag")),
-        run_id=str(getattr(ti, "run_id", "run")),
-        task_id=str(getattr(ti, "task_id", "task")),
-        map_index=-1 if map_index is None else int(map_index),
+def _unreadable(where: str, problem: str) -> DreaminaStateError:
+    return DreaminaStateError(
+        f"the record of this task's paid request in {where} cannot be read: {problem}. It is not taken "
+        "for 'nothing was paid', so nothing was submitted. Look in RunComfy's dashboard (Generations) for "
+        "a request this task may have paid for; to submit anew on purpose, delete the record and clear the "
+        "task"
     )
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -43,7 +43,7 @@ def store_video(
             "bytes": len(data),
             "sha256": output["sha256"],
             "content_type": "video/mp4",
-            "cost": 0.5,
+            "cost_usd": 0.5,
             **(manifest or {}),
         }
         (directory / f"{path.name}.json").write_text(json.dumps(recorded))

@@ -45,7 +45,7 @@ def test_a_matching_manifest_makes_a_video_playable_with_its_facts(tmp_path: Pat
         "req-3",
         manifest={
             "cost_usd": 0.42,
-            "duration_seconds": 37.5,  # the older key: wall time of the generation, not the video
+            "generation_seconds": 37.5,  # wall time of the generation, not the length of the video
             "video": {"duration_seconds": 5.04, "frames": 121, "fps": 24, "width": 1280, "height": 720},
         },
     )
@@ -53,7 +53,7 @@ def test_a_matching_manifest_makes_a_video_playable_with_its_facts(tmp_path: Pat
     generation = with_details(generation)
     assert generation.playable, generation.problem
     assert (generation.prompt, generation.seed, generation.frames) == ("prompt of req-3", 42, 121)
-    assert generation.cost_usd == 0.42  # cost_usd wins over the older "cost"
+    assert generation.cost_usd == 0.42
     assert generation.duration_seconds == 5.04
 
 

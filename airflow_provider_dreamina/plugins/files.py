@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
+
+from airflow_provider_dreamina.locations import NotOnThisMachine, locate
 
 
 class StoredFileMissing(Exception):
@@ -17,13 +18,11 @@ class StoredFileMissing(Exception):
 
 
 def _local_path(uri: str) -> Path | None:
-    """The path of a ``file://`` URI on this machine, None for any other URI."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() != "file":
-        return None
-    if parts.netloc not in ("", "localhost"):
-        raise StoredFileMissing(f"{uri} names another machine")
-    return Path(url2pathname(unquote(parts.path)))
+    """The path of a local URI on this machine, None for an object-storage URI."""
+    try:
+        return locate(uri).path
+    except NotOnThisMachine as error:
+        raise StoredFileMissing(str(error)) from None
 
 
 def _object_path(uri: str, conn_id: str | None) -> Any:
