@@ -108,5 +108,8 @@ def test_a_result_that_keeps_failing_spends_the_max_consecutive_errors(
     wait_until_state(hook, submitted.request_id, RequestState.SUCCEEDED)
     emulator.inject_fault("result", "500", count=1000)
     with pytest.raises(DreaminaTransientWaitError):
-        hook.wait(submitted.request_id, policy=WaitPolicy(poll_interval=0.05, max_consecutive_errors=3, max_error_seconds=0))
+        hook.wait(
+            submitted.request_id,
+            policy=WaitPolicy(poll_interval=0.05, max_consecutive_errors=3, max_error_seconds=0),
+        )
     assert emulator.counters()["calls_per_request"][submitted.request_id]["result"] == 4

@@ -36,7 +36,9 @@ def make_operator(emulator: EmulatorHandle, **kwargs: Any) -> DreaminaImageToVid
 @pytest.fixture
 def no_retries(emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
     """The emulator with a connection whose hook does not retry, so faults reach the task."""
-    monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0, max_error_seconds=0))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0, max_error_seconds=0)
+    )
     return emulator
 
 
