@@ -118,16 +118,13 @@ def _roots(roots: Sequence[str]) -> tuple[list[str], list[str]]:
             continue
         kind = source_kind(text)
         if kind == "local":
-            try:
-                path = locate(text).path
-            except NotOnThisMachine:
-                path = None
+            path = _real_local_path(text)
             if path is None:
                 raise DreaminaConfigurationError(
                     f"image root {shorten(text, 80)!r} names another machine; a file:// root must be a "
                     "directory on the worker"
                 )
-            local.append(os.path.realpath(path))
+            local.append(path)
             continue
         if kind != "storage" or "@" in urlsplit(text).netloc or "?" in text:
             raise DreaminaConfigurationError(
@@ -139,20 +136,27 @@ def _roots(roots: Sequence[str]) -> tuple[list[str], list[str]]:
     return local, storage
 
 
+def _real_local_path(text: str) -> str | None:
+    """The real path (symlinks and '..' resolved) a local source or root names; None when a
+    ``file://`` URI names another machine."""
+    try:
+        path = locate(text).path
+    except NotOnThisMachine:
+        return None
+    return None if path is None else os.path.realpath(path)
+
+
 def _resolved_path(source: str, label: str) -> str:
     try:
-        path = locate(source).path
-    except NotOnThisMachine:
-        path = None
+        # Symlinks and '..' are resolved before the check, so neither can lead out of a root.
+        path = _real_local_path(source)
+    except (OSError, ValueError):
+        raise DreaminaImageRefusedError(f"image_urls[0] ({label}) is not a valid path") from None
     if path is None:
         raise DreaminaImageRefusedError(
             f"image_urls[0] ({label}) names another machine; a file:// URI must name a path on the worker"
         )
-    try:
-        # Symlinks and '..' are resolved before the check, so neither can lead out of a root.
-        return os.path.realpath(path)
-    except (OSError, ValueError):
-        raise DreaminaImageRefusedError(f"image_urls[0] ({label}) is not a valid path") from None
+    return path
 
 
 def _path_under(path: str, root: str) -> bool:
