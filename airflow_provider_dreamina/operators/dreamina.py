@@ -234,18 +234,11 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
     def _defer(self, request_id: str) -> NoReturn:
         from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+        from airflow_provider_dreamina.waiting.policy import Waiting
 
-        policy = self._policy()
         self.defer(
-            trigger=DreaminaRequestTrigger(
-                request_id=request_id,
-                dreamina_conn_id=self.dreamina_conn_id,
-                poll_interval=policy.poll_interval,
-                deadline=policy.deadline,
-                cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=policy.cancel_on_timeout,
-                max_consecutive_errors=policy.max_consecutive_errors,
-                max_error_seconds=policy.max_error_seconds,
+            trigger=DreaminaRequestTrigger.following(
+                Waiting(request_id, self._policy()), self.dreamina_conn_id, cancel_on_kill=self.cancel_on_kill
             ),
             method_name="execute_complete",
             timeout=None

@@ -107,8 +107,8 @@ class DreaminaRequestSensor(BaseSensorOperator):
                 fail_or_raise(error)
             policy = WaitPolicy(
                 poll_interval=self.poke_interval,
-                # A poking sensor's timeout bounds the calls of each poke, as a wait's does.
-                deadline=None if self.reschedule else time.time() + self.timeout,
+                # The sensor's timeout bounds the calls of each poke, as a wait's timeout does.
+                deadline=time.time() + self.timeout,
                 max_consecutive_errors=self.max_consecutive_errors,
                 max_error_seconds=self.hook.max_error_seconds(self.max_error_seconds),
                 cancel_on_timeout=self.cancel_on_timeout,
@@ -168,15 +168,10 @@ class DreaminaRequestSensor(BaseSensorOperator):
         from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
 
         self.defer(
-            trigger=DreaminaRequestTrigger(
-                request_id=self._waiting_for(context).request_id,
-                dreamina_conn_id=self.dreamina_conn_id,
-                poll_interval=self.poke_interval,
-                deadline=time.time() + self.timeout,
+            trigger=DreaminaRequestTrigger.following(
+                self._waiting_for(context),
+                self.dreamina_conn_id,
                 cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=self.cancel_on_timeout,
-                max_consecutive_errors=self.max_consecutive_errors,
-                max_error_seconds=self._waiting_for(context).policy.max_error_seconds,
                 not_before=time.time() + self._next_poll_delay,
             ),
             method_name="execute_complete",

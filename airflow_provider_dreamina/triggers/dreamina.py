@@ -82,6 +82,29 @@ class DreaminaRequestTrigger(BaseTrigger):
         self.max_error_seconds = None if max_error_seconds is None else float(max_error_seconds)
         self.not_before = not_before
 
+    @classmethod
+    def following(
+        cls,
+        waiting: polling.Waiting,
+        dreamina_conn_id: str,
+        *,
+        cancel_on_kill: bool,
+        not_before: float | None = None,
+    ) -> DreaminaRequestTrigger:
+        """The trigger that goes on with ``waiting`` in the triggerer, under the same policy."""
+        policy = waiting.policy
+        return cls(
+            request_id=waiting.request_id,
+            dreamina_conn_id=dreamina_conn_id,
+            poll_interval=policy.poll_interval,
+            deadline=policy.deadline,
+            cancel_on_kill=cancel_on_kill,
+            cancel_on_timeout=policy.cancel_on_timeout,
+            max_consecutive_errors=policy.max_consecutive_errors,
+            max_error_seconds=policy.max_error_seconds,
+            not_before=not_before,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             TRIGGER_CLASSPATH,
