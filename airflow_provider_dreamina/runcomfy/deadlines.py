@@ -47,7 +47,7 @@ _DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("dreamina_deadlin
 _WAIT_ENDS: ContextVar[float | None] = ContextVar("dreamina_wait_ends", default=None)
 
 #: How long past a wait's own end a call made inside it may still run (a last answer, a cancel).
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 3.0
 # An attempt always gets this long, so that it fails with a timeout instead of not being made.
 _MIN_ATTEMPT_SECONDS = 0.05
 

@@ -180,7 +180,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
     def _execute_polling(self, context: Context) -> Any:
         """Airflow's poke loop; at its timeout, a queued request is cancelled as on every path."""
-        from airflow_provider_dreamina.waiting.policy import try_cancel
+        from airflow_provider_dreamina.waiting.policy import cancel_at_deadline
 
         try:
             return super().execute(context)
@@ -188,8 +188,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
             waiting = self._waiting
             if waiting is None:
                 raise
-            cancelled = try_cancel(self.hook, waiting.request_id) if waiting.cancel_now else None
-            raise timeout from waiting.timed_out(cancelled)
+            raise timeout from waiting.timed_out(cancel_at_deadline(self.hook, waiting))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Finish after the trigger fired: the same outcome as a poke that saw the end."""

@@ -242,7 +242,7 @@ def wait(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResu
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
         if waiting.past_deadline:
-            raise waiting.timed_out(try_cancel(hook, request_id) if waiting.cancel_now else None)
+            raise waiting.timed_out(cancel_at_deadline(hook, waiting))
         time.sleep(delay)
 
 
@@ -264,8 +264,25 @@ async def await_result(hook: DreaminaHook, request_id: str, policy: WaitPolicy) 
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
         if waiting.past_deadline:
-            raise waiting.timed_out(await atry_cancel(hook, request_id) if waiting.cancel_now else None)
+            raise waiting.timed_out(await acancel_at_deadline(hook, waiting))
         await asyncio.sleep(delay)
+
+
+def cancel_at_deadline(hook: DreaminaHook, waiting: Waiting) -> bool | None:
+    """At the deadline, cancel a request that has not started (None: no cancel was due). The wait
+    is over, so the cancel gets the grace of ``deadlines.bound_by``, no more."""
+    if not waiting.cancel_now:
+        return None
+    with deadlines.bound_by(0.0):
+        return try_cancel(hook, waiting.request_id)
+
+
+async def acancel_at_deadline(hook: DreaminaHook, waiting: Waiting) -> bool | None:
+    """Async :func:`cancel_at_deadline`."""
+    if not waiting.cancel_now:
+        return None
+    with deadlines.bound_by(0.0):
+        return await atry_cancel(hook, waiting.request_id)
 
 
 def try_cancel(hook: DreaminaHook, request_id: str) -> bool:
