@@ -16,8 +16,10 @@ read timeout, reset or protocol error after     sent again (not within the  unce
 sending; the attempt's whole deadline spent     call once a whole deadline
                                                 was spent)
 HTTP 5xx, or ``error_code`` 500001              sent again                  uncertain, never resent
-any other error answer (401, 402, 403, 404,     its typed error, at once    its typed error: RunComfy
-400, 422, an ``error_code`` on HTTP 200)                                    refused it, nothing created
+a refusal: HTTP 400, 401, 402, 403, 404, 422    its typed error, at once    its typed error: RunComfy
+or a documented ``error_code`` that means one                               refused it, nothing created
+any other error answer (another status, an      its typed error, at once    uncertain
+unknown ``error_code`` on HTTP 200)
 an answer that breaks a bound, is not JSON or   DreaminaUnreadableAnswer-   uncertain
 not the expected shape                          Error (retryable)
 anything unforeseen while sending, reading,     DreaminaUnreadableAnswer-   uncertain
@@ -45,10 +47,13 @@ import httpx
 
 from airflow_provider_dreamina.exceptions import (
     DreaminaAPIError,
+    DreaminaAuthError,
     DreaminaConnectionError,
     DreaminaError,
+    DreaminaInsufficientBalanceError,
+    DreaminaNotFoundError,
     DreaminaRateLimitError,
-    DreaminaServerError,
+    DreaminaRejectedInputError,
     DreaminaSubmitUncertainError,
     DreaminaUnreadableAnswerError,
 )
@@ -59,6 +64,14 @@ from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
 log = logging.getLogger(__name__)
 
+# Error answers that prove RunComfy refused a call, so a paid one created nothing.
+REFUSALS = (
+    DreaminaAuthError,
+    DreaminaInsufficientBalanceError,
+    DreaminaNotFoundError,
+    DreaminaRateLimitError,
+    DreaminaRejectedInputError,
+)
 # A transport error before the request was written: the server certainly did not see it.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -145,7 +158,7 @@ class Attempts:
 
     def after_error_answer(self, failure: DreaminaAPIError) -> float:
         """Seconds before sending again after an error answer; raises when it must not be."""
-        if self.call.paid and isinstance(failure, DreaminaServerError):
+        if self.call.paid and not isinstance(failure, REFUSALS):
             self.uncertain(str(failure))
         if not failure.retryable:
             raise failure
