@@ -14,7 +14,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser test-distributed bench clean
+.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser test-distributed bench docs clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
@@ -26,6 +26,7 @@ help:
 	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
+	@echo "make docs      the documentation site, warnings as errors, into docs/_build/html"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +94,17 @@ DISTRIBUTED ?= tests/distributed
 test-distributed: $(VENV)/.installed-distributed
 	$(BIN)/pytest -m distributed $(DISTRIBUTED) -rxX
 
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev,docs]" -c constraints/airflow-$(AIRFLOW_VERSION).txt
+	touch $@
+
+# The documentation site: every warning is an error (-W), and every cross-reference inside it must
+# resolve (-n). The pages open from docs/_build/html/index.html; nothing is fetched from the network.
+docs: $(VENV)/.installed-docs
+	rm -rf docs/_build
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "The documentation is in docs/_build/html/index.html"
+
 # All five benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.
 bench: install
@@ -116,4 +128,4 @@ bench-video: install
 	$(BIN)/python benchmarks/video.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(VENV_MIN) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build docs/_build

@@ -17,6 +17,7 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
 
 
+# [START howto_dreamina_asset_consumer]
 @task
 def summarize(*, triggering_asset_events: Any = None) -> dict[str, Any]:
     from airflow_provider_dreamina.submission.spend import actual_spend, read_manifests
@@ -63,3 +64,4 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     summarize()
+# [END howto_dreamina_asset_consumer]
