@@ -416,7 +416,7 @@ class RequestResult(_Answer):
         return None
 
     def to_event(self) -> dict[str, Any]:
-        """The whole answer as JSON, for a trigger event; :meth:`model_validate` reads it back.
+        """The whole answer as JSON, for a trigger event; ``model_validate`` reads it back.
 
         Fields this provider does not know are kept only while the event stays under
         ``EVENT_MAX_CHARS``: a trigger event is a database row.

@@ -1,4 +1,4 @@
-"""The same behaviour on every path that waits for a request (README: "Waiting: the same on every path").
+"""The same behaviour on every path that waits for a request (docs/sensors.rst, "Waiting").
 
 Each scenario is scripted at the emulator and run through all five paths a user can choose: the
 submit operator waiting on a worker, the submit operator deferring to the triggerer, and the

@@ -1,8 +1,8 @@
 """DreaminaHook: the API surface of RunComfy's Model API for Dreamina, sync and async.
 
 Every HTTP call to RunComfy goes through here; how it is sent, retried and read lives in
-``airflow_provider_dreamina.runcomfy``, the image preflight in ``images``, the download of an
-output in ``transfer`` and the waiting policy in ``polling``.
+``airflow_provider_dreamina.runcomfy``, the image preflight in ``inputs``, the download of an
+output in ``outputs.transfer`` and the waiting policy in ``waiting.policy``.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class DreaminaHook(BaseHook):
         Local paths and object storage are read only under ``image_roots`` or the connection's
         ``allowed_image_roots``; object storage with the connection ``image_conn_id``. A URL is
         probed only when it is public https (or a host in the connection's
-        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.inputs.images`.
+        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.inputs`.
         """
         policy = ImagePolicy.of(self.settings, image_roots, image_conn_id)
         return prepare_image(source, validate=validate, policy=policy, transport=self._transport)

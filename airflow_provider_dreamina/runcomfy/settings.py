@@ -117,7 +117,7 @@ class DreaminaSettings:
         return (self.base_url, digest, self.timeout, self.connect_timeout, self.max_connections)
 
     def output_url_allowed(self, url: str) -> bool:
-        """Outputs come from https://*.runcomfy.net, or from hosts the connection lists (http allowed)."""
+        """Outputs come from ``https://*.runcomfy.net``, or from hosts the connection lists (http allowed)."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if host in self.allowed_output_hosts or (parts.netloc.lower() in self.allowed_output_hosts):
