@@ -146,12 +146,8 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_dreamina.links.DreaminaOutputLink",
             "airflow_provider_dreamina.links.DreaminaGalleryLink",
         ],
-        # The "Dreamina videos" gallery in the Airflow UI (Airflow loads provider plugins when
-        # [core] lazy_discover_providers is False; see the README's "Gallery" section).
-        "plugins": [
-            {
-                "name": "dreamina_gallery",
-                "plugin-class": "airflow_provider_dreamina.plugins.plugin.DreaminaGalleryPlugin",
-            }
-        ],
+        # No "plugins" here: the gallery is registered through the `airflow.plugins` entry point,
+        # which Airflow loads with its default configuration; listing it here too would make Airflow
+        # skip it as "already registered" (and report that as a plugin import error) whenever
+        # [core] lazy_discover_providers is False.
     }

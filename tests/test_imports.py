@@ -16,6 +16,11 @@ RUNTIME_ONLY = (
     "airflow_provider_dreamina.inputs.prepare",
     "airflow_provider_dreamina.submission.reattach",
     "airflow_provider_dreamina.outputs.saving",
+    "airflow_provider_dreamina.metrics",
+    "airflow_provider_dreamina.lineage",
+    "airflow.providers.openlineage",
+    "openlineage",
+    "statsd",
     "PIL",
 )
 

@@ -118,6 +118,8 @@ class DreaminaDownloadOperator(BaseOperator):
         self.generation_input = generation_input
         self.poster = poster
         self.dreamina_conn_id = dreamina_conn_id
+        #: What this run stored (request id, files, cost), for OpenLineage.
+        self._saved: tuple[str, list[StoredOutput], float | None] | None = None
 
     @cached_property
     def hook(self) -> DreaminaHook:
@@ -159,9 +161,20 @@ class DreaminaDownloadOperator(BaseOperator):
             fail_or_raise(error)
         if urls:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=urls[0])
+        self._saved = (request_id, stored, result.cost)
         self._emit_asset_events(context, request_id, stored, result.cost)
-        self._report_lineage(stored)
         return [output.uri for output in stored]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: each stored file as an output dataset in its destination's namespace, with
+        its size and SHA-256 (see ``lineage``); nothing when nothing was stored."""
+        if self._saved is None:
+            return None
+        try:
+            from airflow_provider_dreamina.lineage import download_lineage
+        except ImportError:  # the openlineage extra is not installed
+            return None
+        return download_lineage(*self._saved)
 
     def _checked_request_id(self) -> str:
         from airflow_provider_dreamina.models import check_request_id
@@ -240,18 +253,3 @@ class DreaminaDownloadOperator(BaseOperator):
                     )
             else:
                 events[outlet].extra.update(json.loads(json.dumps(extra)))
-
-    def _report_lineage(self, stored: list[StoredOutput]) -> None:
-        try:
-            from airflow.sdk.lineage import get_hook_lineage_collector
-        except ImportError:  # Airflow 3.1 keeps it in core
-            try:
-                from airflow.lineage.hook import get_hook_lineage_collector  # type: ignore[no-redef]
-            except ImportError:
-                return
-        try:
-            collector = get_hook_lineage_collector()
-            for output in stored:
-                collector.add_output_asset(context=self.hook, uri=output.uri)
-        except Exception as error:  # lineage is informative: it must never fail a finished download
-            self.log.debug("Could not report lineage: %s", error)

@@ -165,6 +165,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.image_roots = image_roots
         self.image_conn_id = image_conn_id
         self._request_id: str | None = None
+        self._result: RequestResult | None = None
 
     @cached_property
     def hook(self) -> DreaminaHook:
@@ -269,6 +270,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def _succeeded(self, result: RequestResult, context: Context) -> dict[str, Any]:
         from airflow_provider_dreamina.models import GenerationRecord
 
+        self._result = result
         if result.output_urls:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
         return GenerationRecord.of(result, self._generation_input()).to_xcom()
@@ -278,6 +280,23 @@ class DreaminaImageToVideoOperator(BaseOperator):
         from airflow_provider_dreamina.models import GenerationInput
 
         return GenerationInput.of(self._input(), self.model_id)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the image as the input dataset (none for a ``data:`` URI) and a run facet with
+        the request id, model, seed, frames and cost (see ``lineage``). Also used when the task fails.
+        """
+        from airflow_provider_dreamina.models import GenerationInput
+
+        try:
+            from airflow_provider_dreamina.lineage import submit_lineage
+        except ImportError:  # the openlineage extra is not installed
+            return None
+        try:
+            generation = self._generation_input()
+        except DreaminaError:  # an input that failed its checks: nothing was sent
+            generation = GenerationInput(model_id=self.model_id)
+        request_id = self._result.request_id if self._result is not None else self._request_id
+        return submit_lineage(str(self.image_url), request_id, generation, self._result)
 
     def on_kill(self) -> None:
         from airflow_provider_dreamina.waiting.policy import try_cancel

@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, cast
 
+from airflow_provider_dreamina import metrics
 from airflow_provider_dreamina.defaults import DEFAULT_MODEL_ID, IfExists, VerifyMode
-from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError
+from airflow_provider_dreamina.exceptions import (
+    DreaminaDownloadError,
+    DreaminaError,
+    DreaminaInvalidVideoError,
+)
 from airflow_provider_dreamina.models import GenerationInput, GenerationRecord, RequestResult
 from airflow_provider_dreamina.outputs.destinations import Destination
 from airflow_provider_dreamina.outputs.manifest import (
@@ -92,6 +97,15 @@ class OutputSaver:
     ) -> StoredOutput:
         """Store output ``index`` (1-based) of ``result`` under ``name`` (refined by its content
         type when its URL has no known suffix)."""
+        try:
+            return self._save(result, url, index, name, generation)
+        except DreaminaInvalidVideoError:
+            metrics.invalid_video()
+            raise
+
+    def _save(
+        self, result: RequestResult, url: str, index: int, name: str, generation: GenerationInput | None
+    ) -> StoredOutput:
         count = len(result.output_urls)
         # Without a suffix in the URL the final name waits for the content type, so an existing
         # file is noticed only when the download is committed.

@@ -24,8 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dreamina import metrics
 from airflow_provider_dreamina.defaults import OnClear, OnOrphanedSubmit
 from airflow_provider_dreamina.exceptions import (
+    DreaminaError,
     DreaminaNotFoundError,
     DreaminaOrphanedSubmitError,
 )
@@ -114,6 +116,7 @@ def reattach_or_submit(
                 record.intent_window(),
             )
         elif on_orphaned_submit == "fail":
+            metrics.submitted("orphaned")
             raise DreaminaOrphanedSubmitError(
                 f"orphaned submit: an earlier try of this task began a paid submit {record.intent_window()} "
                 "but never recorded its request id, so RunComfy may have created (and charged for) a "
@@ -140,6 +143,7 @@ def reattach_or_submit(
                 if cleared:
                     # The record is rewritten so a later clear is told apart from this one.
                     state.write(record.model_copy(update={"max_tries": attempt.max_tries}))
+                metrics.submitted("reattached")
                 return followed
     return _submit(hook, request, model_id, state, print_, attempt, options)
 
@@ -182,7 +186,11 @@ def _submit(
     from airflow_provider_dreamina.submission.spend import check_reserve
 
     # Before the intent: a refusal to pay leaves nothing pending.
-    check_reserve(hook, request, model_id, options.min_balance_usd)
+    try:
+        check_reserve(hook, request, model_id, options.min_balance_usd)
+    except DreaminaError:
+        metrics.submitted("refused")
+        raise
     intent = SubmitRecord(
         fingerprint=print_, intent_at=now(), try_number=attempt.try_number, max_tries=attempt.max_tries
     )
@@ -197,7 +205,9 @@ def _submit(
             image_conn_id=options.image_conn_id,
         )
     except Exception as error:
-        if state is not None and not maybe_paid(error):
+        paid = maybe_paid(error)
+        metrics.submitted("uncertain" if paid else "refused")
+        if state is not None and not paid:
             # Refused before anything was created (an invalid image, the token, the balance, a
             # connection refused): nothing is pending any more. Otherwise the intent stays, and
             # the next try detects the orphan.
@@ -214,9 +224,11 @@ def _submit(
         try:
             state.write(intent.model_copy(update={"request_id": submitted.request_id, "submitted_at": now()}))
         except Exception as error:
+            metrics.submitted("orphaned")
             raise DreaminaOrphanedSubmitError(
                 f"request {submitted.request_id} was submitted (and will be charged) but could not be "
                 f"recorded in {state.description} ({type(error).__name__}: {error}). Not retrying, so as not "
                 f"to pay twice: follow request {submitted.request_id} in RunComfy's dashboard"
             ) from error
+    metrics.submitted("succeeded")
     return Followed(submitted.request_id)

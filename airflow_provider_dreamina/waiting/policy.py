@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dreamina import metrics
 from airflow_provider_dreamina.defaults import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFAULT_MAX_ERROR_SECONDS,
@@ -80,7 +81,8 @@ class WaitPolicy:
 
 @dataclass
 class Waiting:
-    """What one wait has seen so far; every decision of the policy, and no I/O."""
+    """What one wait has seen so far; every decision of the policy, and no I/O but its metrics
+    (fire-and-forget, see ``metrics``): time queued, failed polls, how the request ended."""
 
     request_id: str
     policy: WaitPolicy
@@ -88,12 +90,19 @@ class Waiting:
     #: Wall-clock epoch seconds of the first failed poll of the current run of errors.
     errors_since: float | None = None
     last_state: RequestState = RequestState.UNKNOWN
+    #: Monotonic seconds of the first poll that saw the request queued, until one sees it leave.
+    queued_since: float | None = None
     _seen: tuple[RequestState, int | None] | None = None
     _unknown_words: set[str] = field(default_factory=set)
 
     def saw(self, status: RequestStatus) -> bool:
         """Take a status answer; True when the request has ended (fetch its result next)."""
         self.last_state = status.state
+        if status.state is RequestState.QUEUED:
+            self.queued_since = time.monotonic() if self.queued_since is None else self.queued_since
+        elif self.queued_since is not None and status.state is not RequestState.UNKNOWN:
+            metrics.queued_for(time.monotonic() - self.queued_since)
+            self.queued_since = None
         if (status.state, status.queue_position) != self._seen:
             self._seen = (status.state, status.queue_position)
             self._log_change(status)
@@ -117,6 +126,7 @@ class Waiting:
 
     def failed_poll(self, error: DreaminaError) -> float:
         """Take a failed poll: seconds before the next, or raise when the wait must stop."""
+        metrics.wait_error(error.code)
         if not error.retryable:
             raise error
         now = time.time()
@@ -125,6 +135,7 @@ class Waiting:
         lasted = now - self.errors_since
         count, seconds = self.policy.max_consecutive_errors, self.policy.max_error_seconds
         if self.errors_in_a_row > count and lasted >= seconds:
+            metrics.wait_error(DreaminaTransientWaitError.code)
             raise DreaminaTransientWaitError(
                 f"stopped waiting for request {self.request_id} after {self.errors_in_a_row} failed polls "
                 f"in a row over {lasted:.0f} s (more than {count} polls and {seconds:g} s are tolerated: "
@@ -177,6 +188,7 @@ class Waiting:
         if cancelled is not None:
             message += "; it was cancelled" if cancelled else "; it could not be cancelled"
         log.warning("%s", message)
+        metrics.wait_error(DreaminaTimeoutError.code)
         return DreaminaTimeoutError(message, request_id=self.request_id)
 
     def finished(self, result: RequestResult) -> RequestResult:
@@ -186,6 +198,7 @@ class Waiting:
             log.info("Request %s succeeded: %d output(s)%s", self.request_id, len(result.output_urls), cost)
         else:
             log.info("Request %s ended %s%s", self.request_id, result.state.value, cost)
+        metrics.request_ended(result.state.value, result.generation_seconds, result.cost)
         return raise_for_result(result)
 
     def _log_change(self, status: RequestStatus) -> None:
