@@ -779,23 +779,6 @@ def test_asset_events_carry_request_uris_and_hashes(emulator: EmulatorHandle, tm
     assert [event.extra["sha256"] for event in alias_events] == hashes
 
 
-def test_stored_files_are_reported_to_hook_lineage(
-    emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    try:
-        from airflow.sdk import lineage
-    except ImportError:  # Airflow 3.1
-        from airflow.lineage import hook as lineage  # type: ignore[no-redef]
-
-    collector = lineage.HookLineageCollector()
-    monkeypatch.setattr(lineage, "get_hook_lineage_collector", lambda: collector)
-    request_id = submit_finished(emulator)
-
-    uris = run(make_operator(request_id=request_id, destination=str(tmp_path)))
-
-    assert [info.asset.uri for info in collector.collected_assets.outputs] == uris
-
-
 def test_logs_name_each_file_and_never_a_secret(
     emulator: EmulatorHandle,
     tmp_path: Path,
