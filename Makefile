@@ -3,18 +3,22 @@ PYTHON ?= python3
 AIRFLOW_VERSION ?= 3.3.2
 # The oldest Airflow the provider supports; `make test-min` runs the unit tests on it.
 AIRFLOW_MIN_VERSION ?= 3.1.8
+# The 3.2 line; `make test-3.2` runs the unit tests on it.
+AIRFLOW_32_VERSION ?= 3.2.2
 
 VENV := .venv
 VENV_MIN := .venv-min
+VENV_32 := .venv-3.2
 BIN := $(VENV)/bin
 BIN_MIN := $(VENV_MIN)/bin
+BIN_32 := $(VENV_32)/bin
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 # Tests and the demo never touch ~/airflow.
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser test-distributed bench docs clean
+.PHONY: help install test lint typecheck unit test-min test-3.2 dist check-dist demo demo-ui e2e test-browser test-distributed bench docs clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
@@ -25,6 +29,9 @@ help:
 	@echo "make test-browser  the gallery and review in headless Chromium (apt-get install chromium)"
 	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
+	@echo "make test-3.2  unit tests on Airflow $(AIRFLOW_32_VERSION)"
+	@echo "make dist      the wheel and the sdist in dist/, checked by twine"
+	@echo "make check-dist  the built wheel in a clean virtualenv: provider, gallery, example DAGs"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
 	@echo "make docs      the documentation site, warnings as errors, into docs/_build/html"
 
@@ -65,6 +72,28 @@ $(VENV_MIN)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_MIN_VERSION
 
 test-min: $(VENV_MIN)/.installed
 	$(BIN_MIN)/pytest -m "not e2e and not distributed"
+
+$(BIN_32)/python:
+	$(PYTHON) -m venv $(VENV_32)
+
+$(VENV_32)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_32_VERSION).txt | $(BIN_32)/python
+	$(BIN_32)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN_32)/python -m pip install $(PIP_FLAGS) -e ".[test]" -c constraints/airflow-$(AIRFLOW_32_VERSION).txt
+	touch $@
+
+test-3.2: $(VENV_32)/.installed
+	$(BIN_32)/pytest -m "not e2e and not distributed"
+
+# The release artifacts: a wheel with the package only, and an sdist to rebuild and test from.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The built wheel (not the source tree) in a clean virtualenv with the constraints, as a user
+# installs it: Airflow lists the provider, shows the gallery and parses every example DAG.
+check-dist: dist
+	$(BIN)/python scripts/check_dist.py --constraints constraints/airflow-$(AIRFLOW_VERSION).txt
 
 # One run of dreamina_image_to_video against the emulator; prints where the video and manifest are.
 demo: install
@@ -128,4 +157,4 @@ bench-video: install
 	$(BIN)/python benchmarks/video.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build docs/_build
+	rm -rf $(VENV) $(VENV_MIN) $(VENV_32) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build docs/_build
