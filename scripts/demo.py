@@ -306,9 +306,6 @@ def run_ui() -> None:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         # The Test button of Admin → Connections (disabled by default).
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        # Airflow 3.3 loads a provider's UI plugins (the "Dreamina videos" gallery) only when
-        # providers are discovered eagerly.
-        "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
         MARKER_VARIABLE: marker,
     }
     migrate(airflow_env(**settings))

@@ -88,8 +88,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {
             "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(),
             "AIRFLOW_VAR_DREAMINA_OUTPUT_DIR": str(output_dir),
-            # Airflow 3.3 loads a provider's plugins only when providers are discovered eagerly.
-            "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
             # A real sign-in: not every request is an admin's.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
