@@ -18,7 +18,6 @@ RUNTIME_ONLY = (
     "airflow_provider_dreamina.outputs.saving",
     "airflow_provider_dreamina.metrics",
     "airflow_provider_dreamina.lineage",
-    "airflow.providers.openlineage",
     "openlineage",
     "statsd",
     "PIL",
