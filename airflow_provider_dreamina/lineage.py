@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from airflow_provider_dreamina.models import GenerationInput, RequestResult
     from airflow_provider_dreamina.outputs.saving import StoredOutput
 
-#: The key of this provider's facets in a run or a dataset (custom facets carry a prefix).
+#: The key of this provider's facets in a run or a dataset (custom facets carry a prefix); the
+#: classes are private: events name a facet by its key.
 RUN_FACET = "dreamina_generation"
 FILE_FACET = "dreamina_file"
 # Stores whose URIs put the container before an "@" in the authority, where it is part of the name.
@@ -42,7 +43,7 @@ _WEB = frozenset({"http", "https"})
 
 
 @attrs.define
-class DreaminaGenerationRunFacet(RunFacet):
+class _GenerationRunFacet(RunFacet):
     """What a run asked Dreamina for and what it cost: the request, model, seed, frames and USD."""
 
     request_id: str | None = None
@@ -53,7 +54,7 @@ class DreaminaGenerationRunFacet(RunFacet):
 
 
 @attrs.define
-class DreaminaFileDatasetFacet(DatasetFacet):
+class _FileDatasetFacet(DatasetFacet):
     """A stored output as its manifest describes it: SHA-256, size, content type, request."""
 
     sha256: str
@@ -85,13 +86,13 @@ def dataset_name(location: str) -> tuple[str, str] | None:
 
 def submit_lineage(
     image_url: str, request_id: str | None, generation: GenerationInput, result: RequestResult | None
-) -> OperatorLineage[Any, Any]:
-    """The image a submit task sent, and its generation as a run facet."""
+) -> Any:
+    """The ``OperatorLineage`` of a submit task: the image it sent, its generation as a run facet."""
     image = dataset_name(image_url)
     return OperatorLineage(
         inputs=[InputDataset(namespace=image[0], name=image[1])] if image is not None else [],
         run_facets={
-            RUN_FACET: DreaminaGenerationRunFacet(
+            RUN_FACET: _GenerationRunFacet(
                 request_id=request_id,
                 model_id=generation.model_id,
                 seed=generation.seed,
@@ -102,10 +103,9 @@ def submit_lineage(
     )
 
 
-def download_lineage(
-    request_id: str, stored: list[StoredOutput], cost_usd: float | None
-) -> OperatorLineage[Any, Any]:
-    """Every file a download task stored, in its destination's namespace, with size and SHA-256."""
+def download_lineage(request_id: str, stored: list[StoredOutput], cost_usd: float | None) -> Any:
+    """The ``OperatorLineage`` of a download task: every file it stored, in its destination's
+    namespace, with size and SHA-256."""
     outputs = []
     for output in stored:
         named = dataset_name(output.uri)
@@ -116,7 +116,7 @@ def download_lineage(
                 namespace=named[0],
                 name=named[1],
                 facets={
-                    FILE_FACET: DreaminaFileDatasetFacet(
+                    FILE_FACET: _FileDatasetFacet(
                         sha256=output.sha256,
                         size_bytes=output.size_bytes,
                         content_type=output.content_type,
@@ -132,5 +132,5 @@ def download_lineage(
         )
     return OperatorLineage(
         outputs=outputs,
-        run_facets={RUN_FACET: DreaminaGenerationRunFacet(request_id=request_id, cost_usd=cost_usd)},
+        run_facets={RUN_FACET: _GenerationRunFacet(request_id=request_id, cost_usd=cost_usd)},
     )

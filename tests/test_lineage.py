@@ -160,7 +160,7 @@ def test_download_reports_each_stored_file_with_size_and_sha256(
 def test_facets_serialize_as_openlineage_events_do() -> None:
     from openlineage.client.serde import Serde
 
-    facet = lineage.DreaminaGenerationRunFacet(request_id="r", model_id="m", seed=1, frames=121, cost_usd=0.3)
+    facet = lineage._GenerationRunFacet(request_id="r", model_id="m", seed=1, frames=121, cost_usd=0.3)
 
     serialized = Serde.to_dict(facet)
 
