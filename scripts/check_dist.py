@@ -45,9 +45,12 @@ try:
 except ImportError:  # Airflow 3.1
     from airflow.models.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
+plugins = plugins_manager.get_plugin_info()
+# Airflow 3.1 keeps the errors in a module attribute.
+errors = getattr(plugins_manager, "get_import_errors", lambda: plugins_manager.import_errors)()
 print(json.dumps({
-    "plugins": [plugin["name"] for plugin in plugins_manager.get_plugin_info()],
-    "plugin_errors": plugins_manager.get_import_errors(),
+    "plugins": [plugin["name"] for plugin in plugins],
+    "plugin_errors": errors,
     "dag_ids": sorted(bag.dag_ids),
     "dag_errors": {str(path): str(error) for path, error in bag.import_errors.items()},
 }))

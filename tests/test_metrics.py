@@ -237,12 +237,18 @@ _EMIT = textwrap.dedent(
     """
     import asyncio, os, tempfile
 
-    try:  # Airflow 3.3: what the task runner and the triggerer do when they start
-        from airflow.sdk.observability.metrics.stats_utils import get_stats_factory
-        from airflow.sdk.observability.stats import initialize
-        initialize(factory=get_stats_factory(), export_legacy_names=False)
-    except ImportError:  # Airflow 3.1 and 3.2 configure Stats from the configuration at first use
+    # What the task runner and the triggerer do when they start (Airflow 3.1 configures Stats from
+    # the configuration at its first use).
+    try:
+        from airflow.sdk.observability import stats
+        from airflow.sdk.observability.metrics import stats_utils
+    except ImportError:
         pass
+    else:
+        if hasattr(stats, "initialize"):  # Airflow 3.3
+            stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+        else:  # Airflow 3.2
+            stats.Stats.initialize(factory=stats_utils.get_stats_factory(stats.Stats))
 
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
     from airflow_provider_dreamina.models import ImageToVideoInput

@@ -17,7 +17,9 @@ _LOADED = """
 import json
 from airflow import plugins_manager
 info = plugins_manager.get_plugin_info()
-print(json.dumps({"names": [p["name"] for p in info], "errors": plugins_manager.get_import_errors()}))
+# Airflow 3.1 keeps the errors in a module attribute.
+errors = getattr(plugins_manager, "get_import_errors", lambda: plugins_manager.import_errors)()
+print(json.dumps({"names": [p["name"] for p in info], "errors": errors}))
 """
 
 
