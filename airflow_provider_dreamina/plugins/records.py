@@ -7,13 +7,15 @@ generation shown here is one video output of such an event; it is addressed by t
 the output's position in it, so a request names a record, never a path.
 
 A file is playable only when its record holds together: the event came from a task (not from
-the REST API), the manifest beside the file names the same request, SHA-256 and size, and the
-file still has that size. Manifests are read defensively: any key may be missing, and keys added
-later (``video``, ``poster``) are used when present.
+the REST API), it names the file's size and SHA-256, and the manifest beside the file names the
+same request, size and SHA-256. Whether the bytes on disk are still those is checked when the file
+is served (:mod:`integrity`). Manifests are read defensively: any key may be missing, and keys
+added later (``video``, ``poster``) are used when present.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,7 @@ _TYPES_BY_SUFFIX = {
     ".png": "image/png",
     ".webp": "image/webp",
 }
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII | re.IGNORECASE)
 # Reading manifests is I/O (an object store may take tens of milliseconds each): a page reads
 # them side by side, and keeps them a while, since a stored file's record rarely changes.
 _READERS = 8
@@ -135,14 +138,14 @@ class Generation:
         return self.manifest.finished_at or self.manifest.created_at
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
+def _size(value: Any) -> int | None:
+    """A recorded size: a JSON integer, not negative (the download writes nothing else)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _sha256(value: Any) -> str | None:
+    """A recorded SHA-256: 64 hex digits, in lower case."""
+    return value.lower() if isinstance(value, str) and _SHA256.fullmatch(value) else None
 
 
 def media_type(content_type: Any, uri: str) -> str | None:
@@ -163,13 +166,12 @@ def _recorded_file(entry: Any, conn_id: str | None) -> RecordedFile | None:
     kind = media_type(entry.get("content_type"), uri)
     if kind is None:
         return None
-    sha256 = entry.get("sha256")
     own_conn = entry.get("conn_id")
     return RecordedFile(
         uri=uri,
         content_type=kind,
-        sha256=sha256 if isinstance(sha256, str) else None,
-        size=_as_int(entry.get("bytes")),
+        sha256=_sha256(entry.get("sha256")),
+        size=_size(entry.get("bytes")),
         conn_id=own_conn if isinstance(own_conn, str) else conn_id,
     )
 
@@ -228,17 +230,18 @@ def read_manifest(video: RecordedFile, read: ReadSmall = files.read_small) -> Ma
 def record_problem(generation: Generation, manifest: Manifest | None) -> str:
     """Why the event and the manifest beside the file disagree ("" when they agree)."""
     video = generation.video
+    if video.sha256 is None or video.size is None:
+        # Only the download's own event vouches for the bytes: without both, nothing may be served.
+        return f"its event records no size and SHA-256 of {video.name}, so nothing vouches for its bytes"
     if manifest is None:
         return f"no readable manifest beside {video.name} ({manifest_name(video.name)})"
     if manifest.request_id != generation.request_id:
         return f"the manifest beside {video.name} names another request"
     if manifest.stored_uri is not None and manifest.stored_uri != video.uri:
         return f"the manifest beside {video.name} describes another file"
-    if manifest.sha256 is None or manifest.size_bytes is None:
+    if _sha256(manifest.sha256) is None or _size(manifest.size_bytes) is None:
         return f"the manifest beside {video.name} records no SHA-256 and size"
-    if (video.sha256 and video.sha256 != manifest.sha256) or (
-        video.size is not None and video.size != manifest.size_bytes
-    ):
+    if video.sha256 != _sha256(manifest.sha256) or video.size != manifest.size_bytes:
         return f"{video.name} was replaced after this event (its manifest records other contents)"
     return ""
 
@@ -275,7 +278,9 @@ def find_poster(
         if files.same_directory(image.uri, video.uri) and PurePosixPath(image.name).stem in (stem, video.name)
     )
     candidates.extend(
-        [files.sibling(video.uri, f"{video.name}.jpg"), files.sibling(video.uri, f"{stem}.jpg")]
+        files.sibling(video.uri, name)
+        for name in (f"{video.name}.jpg", f"{stem}.jpg")
+        if files.is_plain_name(name)
     )
     for uri in dict.fromkeys(candidates):
         kind = media_type(None, uri)
@@ -325,6 +330,8 @@ def with_details(
         try:
             manifest = read_manifest(generation.video, read)
             poster = find_poster(generation.video, manifest, event_images, size_of)
+        except files.StoredFileRefused as error:
+            return replace(generation, problem=str(error))
         except Exception as error:  # a store that cannot be reached must not break the page
             return replace(generation, problem=f"its storage could not be read ({type(error).__name__})")
         cached = (manifest, poster)

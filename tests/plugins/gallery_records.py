@@ -68,3 +68,18 @@ def event(
         run_id="manual__1",
         map_index=map_index,
     )
+
+
+def next_tick(path: Path) -> None:
+    """Until the file system's clock has moved past ``path``'s last change (one tick at most).
+
+    On kernels with coarse time stamps, two changes within one tick leave the same ctime; a test
+    that needs a change to be seen waits for the next tick (not for a fixed time).
+    """
+    changed = path.stat().st_ctime_ns
+    scratch = path.with_name(".tick")
+    while True:
+        scratch.write_bytes(b"")
+        if scratch.stat().st_ctime_ns > changed:
+            scratch.unlink()
+            return
