@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 #: URI schemes that name a path on this machine.
@@ -71,7 +71,8 @@ def locate(text: str) -> Location:
             raise NotOnThisMachine(
                 f"{text} names host {parts.netloc!r}; a file:// URI must be on this machine"
             )
-        return Location(text, path=Path(url2pathname(unquote(parts.path))))
+        # url2pathname decodes the percent escapes itself: decoding twice would turn %2541 into A.
+        return Location(text, path=Path(url2pathname(parts.path)))
     if scheme == "local":
         return Location(text, path=Path(text.partition("://")[2]).expanduser())
     return Location(text, uri=text)

@@ -376,7 +376,9 @@ def open_destination(destination: str, conn_id: str | None = None) -> Destinatio
     except NotOnThisMachine as error:
         raise DreaminaDownloadError(f"destination {error}") from None
     if location.path is not None and conn_id is None:
-        return LocalDestination(location.path.absolute(), text)
+        # The real directory (a symlinked /data or macOS's /tmp resolved): what is recorded is
+        # where the files are, and the gallery never follows a symbolic link to serve one.
+        return LocalDestination(location.path.resolve(), text)
     from airflow.sdk import ObjectStoragePath
 
     try:

@@ -104,12 +104,7 @@ NAMES = [
     "name",
     [
         *NAMES,
-        pytest.param(
-            "escaped %41.mp4",
-            marks=pytest.mark.xfail(
-                reason="locations.locate decodes a file:// URI's percent escapes twice", strict=True
-            ),
-        ),
+        "escaped %41.mp4",  # a file:// URI's escapes are decoded once (locations.locate)
     ],
 )
 def test_a_stored_name_of_any_characters_is_served_with_an_ascii_fallback(
