@@ -46,10 +46,13 @@ class ManifestVideo(_Lenient):
 
 
 class ManifestPoster(_Lenient):
-    """The poster stored beside the video (``poster=True``)."""
+    """The poster stored beside the video (``poster=True``): the gallery serves it only while its
+    bytes are these."""
 
     file_name: str | None = None
     stored_uri: str | None = None
+    size_bytes: int | None = Field(default=None, alias="bytes")
+    sha256: str | None = None
 
 
 class Manifest(_Lenient):

@@ -62,8 +62,10 @@ class StoredOutput:
     skipped: bool = False
     #: ``VideoFacts.as_manifest()`` of a video output.
     video: dict[str, Any] | None = None
-    #: The poster image stored beside the video (``poster=True``).
+    #: The poster image stored beside the video (``poster=True``), and its size and SHA-256.
     poster_uri: str | None = None
+    poster_bytes: int | None = None
+    poster_sha256: str | None = None
 
     def event_extra(self) -> dict[str, Any]:
         """How an asset event describes the file (the gallery finds it by these)."""
@@ -76,7 +78,11 @@ class StoredOutput:
         if self.video is not None:
             extra["video"] = self.video
         if self.poster_uri is not None:
-            extra["poster"] = self.poster_uri
+            extra["poster"] = {
+                "uri": self.poster_uri,
+                "sha256": self.poster_sha256,
+                "bytes": self.poster_bytes,
+            }
         return extra
 
 
@@ -179,9 +185,14 @@ class OutputSaver:
             raise
         if poster is None:
             return stored
-        name = poster_name(stored.name)
-        self.destination.write_bytes(name, poster.getvalue())
-        return dataclasses.replace(stored, poster_uri=self.destination.uri(name))
+        name, image = poster_name(stored.name), poster.getvalue()
+        self.destination.write_bytes(name, image)
+        return dataclasses.replace(
+            stored,
+            poster_uri=self.destination.uri(name),
+            poster_bytes=len(image),
+            poster_sha256=hashlib.sha256(image).hexdigest(),
+        )
 
     def _existing(self, name: str, url: str) -> StoredOutput | None:
         """The file already stored under ``name`` (if_exists="skip"); raises for "fail"."""
@@ -245,7 +256,12 @@ def describe(
         content_type=stored.content_type,
         video=ManifestVideo.model_validate(stored.video) if stored.video is not None else None,
         poster=(
-            ManifestPoster(file_name=poster_name(stored.name), stored_uri=stored.poster_uri)
+            ManifestPoster(
+                file_name=poster_name(stored.name),
+                stored_uri=stored.poster_uri,
+                size_bytes=stored.poster_bytes,
+                sha256=stored.poster_sha256,
+            )
             if stored.poster_uri
             else None
         ),

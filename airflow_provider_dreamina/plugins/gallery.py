@@ -73,17 +73,17 @@ def _open(recorded: RecordedFile) -> files.StoredFile:
         raise HTTPException(404, f"{recorded.name} is not served: {error}") from None
 
 
-def _open_verified(video: RecordedFile) -> files.StoredFile:
-    """The video, opened and holding exactly the bytes its event records (409 when it does not)."""
-    if video.sha256 is None or video.size is None:
-        raise HTTPException(404, f"{video.name} is not served: its event records no size and SHA-256")
-    stored = _open(video)
+def _open_verified(recorded: RecordedFile) -> files.StoredFile:
+    """A video or poster, opened and holding exactly the bytes recorded (409 when it does not)."""
+    if recorded.sha256 is None or recorded.size is None:
+        raise HTTPException(404, f"{recorded.name} is not served: no size and SHA-256 were recorded")
+    stored = _open(recorded)
     try:
-        integrity.verified.verify(stored, sha256=video.sha256, size=video.size)
+        integrity.verified.verify(stored, sha256=recorded.sha256, size=recorded.size)
     except (integrity.NotAsRecorded, files.StoredFileChanged) as error:
         stored.close()
         raise HTTPException(
-            409, f"{video.name} is not the file that was recorded ({error}); it is not served"
+            409, f"{recorded.name} is not the file that was recorded ({error}); it is not served"
         ) from None
     except BaseException:
         stored.close()
@@ -92,8 +92,8 @@ def _open_verified(video: RecordedFile) -> files.StoredFile:
 
 
 def _poster(poster: RecordedFile) -> files.StoredFile:
-    """The poster, opened, if it is an image of its type and of a poster's size."""
-    stored = _open(poster)
+    """The poster, opened and as recorded, if it is an image of its type and of a poster's size."""
+    stored = _open_verified(poster)
     if (
         stored.size > MAX_POSTER_BYTES
         or poster.content_type not in IMAGE_TYPES
@@ -216,9 +216,7 @@ def create_app() -> FastAPI:
         generation = _recorded(session, user, event_id, index)
         if not generation.playable or generation.poster is None:
             raise HTTPException(404, "This video has no poster")
-        # A poster has no digest of its own: it is shown only beside a video that holds.
-        _open_verified(generation.video).close()
-        return _serve(request, generation.poster, _poster(generation.poster), etag=None)
+        return _serve(request, generation.poster, _poster(generation.poster), etag=generation.poster.sha256)
 
     @app.get("/requests/{request_id}/{kind}")
     def by_request(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -246,51 +246,25 @@ def record_problem(generation: Generation, manifest: Manifest | None) -> str:
     return ""
 
 
-def _poster_from_manifest(manifest: Manifest, video: RecordedFile) -> str | None:
-    poster = manifest.poster
+def find_poster(video: RecordedFile, manifest: Manifest | None) -> RecordedFile | None:
+    """The poster the manifest records beside the video, with its size and SHA-256; None without one.
+
+    Only an image in the video's own directory whose digest was recorded qualifies: the gallery
+    serves it only while its bytes are those, as it does the video.
+    """
+    poster = manifest.poster if manifest is not None else None
     if poster is None:
         return None
+    sha256, size = _sha256(poster.sha256), _size(poster.size_bytes)
+    uri = None
     if poster.stored_uri is not None and files.same_directory(poster.stored_uri, video.uri):
-        return poster.stored_uri
-    if poster.file_name is not None and files.is_plain_name(poster.file_name):
-        return files.sibling(video.uri, poster.file_name)
-    return None
-
-
-def find_poster(
-    video: RecordedFile,
-    manifest: Manifest | None,
-    event_images: Iterable[RecordedFile],
-    size_of: SizeOf = files.stored_size,
-) -> RecordedFile | None:
-    """The poster of a video: named in its manifest or its event, else ``<video>.jpg`` beside it.
-
-    Only an image in the video's own directory qualifies, so a record cannot point the gallery
-    at a file elsewhere.
-    """
-    stem = PurePosixPath(video.name).stem
-    candidates: list[str] = []
-    if manifest and (named := _poster_from_manifest(manifest, video)):
-        candidates.append(named)
-    candidates.extend(
-        image.uri
-        for image in event_images
-        if files.same_directory(image.uri, video.uri) and PurePosixPath(image.name).stem in (stem, video.name)
-    )
-    candidates.extend(
-        files.sibling(video.uri, name)
-        for name in (f"{video.name}.jpg", f"{stem}.jpg")
-        if files.is_plain_name(name)
-    )
-    for uri in dict.fromkeys(candidates):
-        kind = media_type(None, uri)
-        if kind not in IMAGE_TYPES or not files.same_directory(uri, video.uri):
-            continue
-        size = size_of(uri, video.conn_id)
-        if size:
-            # No size pinned: a poster may be rewritten; what it must be is checked when served.
-            return RecordedFile(uri=uri, content_type=kind, conn_id=video.conn_id)
-    return None
+        uri = poster.stored_uri
+    elif poster.file_name is not None and files.is_plain_name(poster.file_name):
+        uri = files.sibling(video.uri, poster.file_name)
+    kind = media_type(None, uri) if uri is not None else None
+    if uri is None or kind not in IMAGE_TYPES or sha256 is None or size is None:
+        return None
+    return RecordedFile(uri=uri, content_type=kind, sha256=sha256, size=size, conn_id=video.conn_id)
 
 
 class _DetailsCache:
@@ -317,25 +291,20 @@ class _DetailsCache:
 details_cache = _DetailsCache()
 
 
-def with_details(
-    generation: Generation,
-    event_images: Iterable[RecordedFile] = (),
-    read: ReadSmall = files.read_small,
-    size_of: SizeOf = files.stored_size,
-) -> Generation:
+def with_details(generation: Generation, read: ReadSmall = files.read_small) -> Generation:
     """The generation with its manifest, its poster, and whether its record holds together."""
     key = (generation.video.uri, generation.video.sha256)
     cached = details_cache.get(key)
     if cached is None:
         try:
             manifest = read_manifest(generation.video, read)
-            poster = find_poster(generation.video, manifest, event_images, size_of)
+            poster = find_poster(generation.video, manifest)
         except files.StoredFileRefused as error:
             return replace(generation, problem=str(error))
         except Exception as error:  # a store that cannot be reached must not break the page
             return replace(generation, problem=f"its storage could not be read ({type(error).__name__})")
         cached = (manifest, poster)
-        if manifest is not None and poster is not None:  # what is still missing may appear soon
+        if manifest is not None:  # a manifest still missing may appear soon
             details_cache.put(key, cached)
     manifest, poster = cached
     return replace(
@@ -346,14 +315,8 @@ def with_details(
     )
 
 
-def with_details_all(
-    generations: list[Generation], images: Mapping[int, list[RecordedFile]]
-) -> list[Generation]:
+def with_details_all(generations: list[Generation]) -> list[Generation]:
     if len(generations) <= 1:
-        return [with_details(found, images.get(found.event_id, ())) for found in generations]
+        return [with_details(found) for found in generations]
     with ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="dreamina-gallery") as pool:
-        return list(pool.map(lambda found: with_details(found, images.get(found.event_id, ())), generations))
-
-
-def images_in(row: EventRow) -> list[RecordedFile]:
-    return [output for output in outputs_of(row.extra) if output and output.content_type in IMAGE_TYPES]
+        return list(pool.map(with_details, generations))

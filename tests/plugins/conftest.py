@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from airflow_provider_dreamina.plugins import access, catalog, integrity, records
 from airflow_provider_dreamina.plugins.gallery import create_app
-from airflow_provider_dreamina.plugins.records import EventRow, generation_at, images_in, with_details
+from airflow_provider_dreamina.plugins.records import EventRow, generation_at, with_details
 
 
 class FakeCatalog:
@@ -27,7 +27,7 @@ class FakeCatalog:
     ) -> Any:
         self.readable_seen.append(dag_ids)
         found = [
-            with_details(generation, images_in(row))
+            with_details(generation)
             for row in reversed(self.events)
             if row.dag_id in dag_ids
             and (not filters.request_id or row.extra["request_id"] == filters.request_id)
@@ -39,7 +39,7 @@ class FakeCatalog:
         for row in self.events:
             if row.id == event_id and row.dag_id in dag_ids:
                 found = generation_at(row, index)
-                return with_details(found, images_in(row)) if found else None
+                return with_details(found) if found else None
         return None
 
     def dags_with_generations(self, session: Any, dag_ids: set[str]) -> list[str]:
@@ -48,7 +48,7 @@ class FakeCatalog:
     def newest_for_request(self, session: Any, dag_ids: set[str], request_id: str) -> Any:
         for row in reversed(self.events):
             if row.extra["request_id"] == request_id and row.dag_id in dag_ids:
-                return with_details(records.generations_in(row)[0], images_in(row))
+                return with_details(records.generations_in(row)[0])
         return None
 
 

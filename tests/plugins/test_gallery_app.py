@@ -11,7 +11,6 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from airflow_provider_dreamina.plugins import records
 from airflow_provider_dreamina.plugins.plugin import DreaminaGalleryPlugin
 from tests.plugins.conftest import FakeCatalog
 from tests.plugins.gallery_records import VIDEO, event, store_video
@@ -99,13 +98,16 @@ def test_only_what_the_provider_recorded_is_served(
 
 
 def test_a_poster_must_be_an_image(client: TestClient, fake: FakeCatalog, tmp_path: Path) -> None:
-    fake.events.append(event(1, "req-1", [store_video(tmp_path, "req-1")]))
+    fake.events.append(event(1, "req-1", [store_video(tmp_path / "a", "req-1")]))
     assert client.get("/media/1/0/poster").status_code == 404
-    (tmp_path / "req-1.jpg").write_bytes(b"<html>not a jpeg</html>")
-    records.details_cache.clear()
-    assert client.get("/media/1/0/poster").status_code == 404
-    (tmp_path / "req-1.jpg").write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
-    poster = client.get("/media/1/0/poster")
+    fake.events.append(
+        event(2, "req-2", [store_video(tmp_path / "b", "req-2", poster=b"<html>not a jpeg</html>")])
+    )
+    assert client.get("/media/2/0/poster").status_code == 404  # recorded, but not an image
+    fake.events.append(
+        event(3, "req-3", [store_video(tmp_path / "c", "req-3", poster=b"\xff\xd8\xff\xe0 a jpeg")])
+    )
+    poster = client.get("/media/3/0/poster")
     assert (poster.status_code, poster.headers["content-type"]) == (200, "image/jpeg")
 
 

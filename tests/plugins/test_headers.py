@@ -62,8 +62,7 @@ def forbidden(fake: FakeCatalog) -> Iterator[TestClient]:
 
 @pytest.fixture
 def stored(fake: FakeCatalog, tmp_path: Path) -> None:
-    fake.events.append(event(1, "req-1", [store_video(tmp_path, "req-1")]))
-    (tmp_path / "req-1.jpg").write_bytes(b"\xff\xd8\xff\xe0 poster")
+    fake.events.append(event(1, "req-1", [store_video(tmp_path, "req-1", poster=b"\xff\xd8\xff\xe0 poster")]))
     fake.events.append(event(2, "req-2", [{"uri": (tmp_path / "x.mp4").as_uri()}]))
     fake.events.append(event(3, "req-3", [store_video(tmp_path, "req-3")]))
     (tmp_path / "req-3.mp4").write_bytes(b"\0" * (tmp_path / "req-3.mp4").stat().st_size)
