@@ -103,8 +103,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert run["state"] == "success", airflow.describe_run(SINGLE, run_id)
             (uri,) = xcom(airflow, SINGLE, run_id, "download")
             stored = local_path(uri)
-            # As the provider's poster option will: `<video name>.jpg` beside the video.
-            write_poster(stored.with_suffix(".jpg"), IMAGES / "lighthouse.png")
+            # As the download's poster option does: `<video name>.jpg` beside the video, recorded.
+            write_poster(stored, IMAGES / "lighthouse.png")
             yield Stack(airflow, emulator, outputs, output_dir, video, stored.stem, stored)
 
 
