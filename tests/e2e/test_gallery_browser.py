@@ -433,9 +433,9 @@ def test_a_review_publishes_exactly_the_approved_videos(stack: Stack, page: Any)
         for output in event["extra"].get("outputs", [])
     ]
     assert {*approved, rejected} <= set(stored)
-    for uri in stored:  # posters of each row's own image, as the provider's poster option will write
+    for uri in stored:  # posters of each row's own image, recorded as the poster option records them
         manifest = json.loads(local_path(uri + ".json").read_text())
-        write_poster(local_path(uri).with_suffix(".jpg"), Path(manifest["image_url"]))
+        write_poster(local_path(uri), Path(manifest["image_url"]))
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{airflow.api_url}/dreamina/?dag_id={PIPELINE}")
     assert page.locator("article").count() == len(stored)
