@@ -304,7 +304,7 @@ def with_details(generation: Generation, read: ReadSmall = files.read_small) -> 
         except Exception as error:  # a store that cannot be reached must not break the page
             return replace(generation, problem=f"its storage could not be read ({type(error).__name__})")
         cached = (manifest, poster)
-        if manifest is not None:  # a manifest still missing may appear soon
+        if manifest is not None and poster is not None:  # what is still missing may appear soon
             details_cache.put(key, cached)
     manifest, poster = cached
     return replace(
