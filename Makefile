@@ -54,9 +54,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Workers for the unit tests: they mostly wait (on the emulator, on deadlines that are the point
+# of a test), so more workers than cores pay off; each worker starts its own emulator.
+# `make unit WORKERS=0` runs them in one process.
+WORKERS ?= 4
+XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS))
+
 # The fast inner loop: no Airflow processes are started (the emulator and small HTTP servers are).
 unit: install
-	$(BIN)/pytest -m "not e2e and not browser and not distributed"
+	$(BIN)/pytest $(XDIST) -m "not e2e and not browser and not distributed"
 
 # The browser tests run in their own target (test-browser), once; the distributed chaos scenarios
 # need their own extra and run with `make test-distributed`.
@@ -71,7 +77,7 @@ $(VENV_MIN)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_MIN_VERSION
 	touch $@
 
 test-min: $(VENV_MIN)/.installed
-	$(BIN_MIN)/pytest -m "not e2e and not distributed"
+	$(BIN_MIN)/pytest $(XDIST) -m "not e2e and not distributed"
 
 $(BIN_32)/python:
 	$(PYTHON) -m venv $(VENV_32)

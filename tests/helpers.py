@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -118,13 +120,70 @@ def sample_input(emulator: Any, **overrides: Any) -> Any:
     return ImageToVideoInput(**fields)
 
 
-def wait_until_state(hook: Any, request_id: str, state: Any, limit: float = 10) -> None:
-    import time
+def wait_until(
+    condition: Callable[[], object], timeout: float = 10, message: str = "", interval: float = 0.05
+) -> None:
+    """Return as soon as ``condition()`` is true; fail the test if it is not within ``timeout`` s.
 
-    deadline = time.monotonic() + limit
-    while hook.get_status(request_id).state is not state:
-        assert time.monotonic() < deadline, f"request never reached {state}"
-        time.sleep(0.05)
+    For a system that offers no event to wait on (an emulator in another process, a server
+    thread): a fixed sleep is too long on a quiet machine and too short on a busy one.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message or f"condition not met within {timeout} s"
+        time.sleep(interval)
+
+
+class ScriptedClock:
+    """The clock of one module that waits on time: its sleeps return at once and move it on.
+
+    ``install`` replaces the module's ``time`` and ``asyncio`` with stand-ins whose ``time``,
+    ``monotonic`` and ``sleep`` are this clock's; every other module keeps the real ones.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await asyncio.sleep(0)
+
+    def install(self, monkeypatch: Any, module: ModuleType) -> ScriptedClock:
+        clock = _Overlay(time, time=self.time, monotonic=self.time, sleep=self.sleep)
+        monkeypatch.setattr(module, "time", clock)
+        monkeypatch.setattr(module, "asyncio", _Overlay(asyncio, sleep=self.asleep))
+        return self
+
+
+class _Overlay:
+    """A module with some of its attributes replaced."""
+
+    def __init__(self, module: ModuleType, **replaced: Any) -> None:
+        self._module = module
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+async def await_until(condition: Callable[[], object], timeout: float = 10, interval: float = 0.02) -> None:
+    """:func:`wait_until` inside an event loop: the loop goes on running while it waits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        await asyncio.sleep(interval)
+
+
+def wait_until_state(hook: Any, request_id: str, state: Any, limit: float = 10) -> None:
+    wait_until(lambda: hook.get_status(request_id).state is state, limit, f"request never reached {state}")
 
 
 class FakeTI:

@@ -194,7 +194,8 @@ def test_errors_of_an_allowed_host_reveal_no_status_and_no_signature(
     missing = server.answer("/gone.png", status=404, body={"detail": "no"}) + "?" + SIGNATURE
     with pytest.raises(DreaminaInvalidInputError) as caught:
         hook.prepare_image(missing)
-    assert "404" not in str(caught.value)
+    # The port in the URL may contain "404" too.
+    assert "404" not in str(caught.value).replace(server.base_url, "")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}/x.png?{SIGNATURE}"

@@ -28,7 +28,7 @@ from airflow_provider_dreamina.exceptions import (
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 from airflow_provider_dreamina.operators.dreamina import DreaminaImageToVideoOperator
 from airflow_provider_dreamina.sensors.dreamina import DreaminaRequestSensor
-from tests.helpers import FakeStateStore, FakeTI, make_context, sample_input, wait_until_state
+from tests.helpers import FakeStateStore, FakeTI, make_context, sample_input, wait_until, wait_until_state
 
 PATHS = ("non-deferred wait", "deferrable", "sensor poke", "sensor reschedule", "sensor deferrable")
 POLL = 0.1
@@ -207,15 +207,11 @@ def _cancel_soon(emulator: EmulatorHandle) -> Any:
     import threading
 
     def cancel() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            requests = emulator.requests()
-            if requests:
-                hook = DreaminaHook()
-                wait_until_state(hook, requests[-1]["request_id"], _queued())
-                hook.cancel(requests[-1]["request_id"])
-                return
-            time.sleep(0.05)
+        wait_until(emulator.requests)
+        request_id = emulator.requests()[-1]["request_id"]
+        hook = DreaminaHook()
+        wait_until_state(hook, request_id, _queued())
+        hook.cancel(request_id)
 
     thread = threading.Thread(target=cancel)
     thread.start()

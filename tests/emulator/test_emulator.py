@@ -28,6 +28,7 @@ from airflow_provider_dreamina.emulator.media import (
     TOO_SMALL,
     TOO_WIDE,
 )
+from tests.helpers import await_until, wait_until
 
 QUEUE_SECONDS = 0.2
 RUN_SECONDS = 0.3
@@ -88,6 +89,11 @@ def image_bytes(width: int, height: int, image_format: str = "PNG", pad_to: int 
     Image.new("L", (width, height), 128).save(buffer, format=image_format)
     data = buffer.getvalue()
     return data if pad_to is None else data + bytes(pad_to - len(data))
+
+
+def url_expiry_ms(url: str) -> int:
+    """When a signed output URL expires (epoch milliseconds), as the emulator wrote it."""
+    return int(httpx.URL(url).params["expires"])
 
 
 def data_uri(data: bytes, media_type: str = "image/png") -> str:
@@ -187,7 +193,7 @@ def test_result_reports_the_current_state_until_done_then_the_output(
     assert "finished_at" not in queued
     assert "cost" not in queued
 
-    time.sleep(0.6)
+    wait_until(lambda: result(api, request_id)["status"] == "succeeded")
     done = result(api, request_id)
     assert done["status"] == "succeeded"
     assert done["output"]["video"].startswith(f"{emulator.base_url}/outputs/{request_id}/")
@@ -319,7 +325,7 @@ def test_requests_report_epoch_times_and_ranged_durations(
     emulator.configure(queue_seconds=0, run_seconds_range=[0.05, 0.15], seed=3)
     before = time.time()
     request_ids = [submit_id(api, emulator) for _ in range(5)]
-    time.sleep(0.3)
+    wait_until(lambda: all(job["finished_at"] is not None for job in emulator.requests()))
 
     jobs = emulator.requests()
 
@@ -332,6 +338,8 @@ def test_requests_report_epoch_times_and_ranged_durations(
 
 
 def test_scripts_apply_to_the_next_submissions_in_order(api: httpx.Client, emulator: EmulatorHandle) -> None:
+    # Unscripted jobs stay queued for as long as the test may take on a busy machine.
+    emulator.configure(queue_seconds=30)
     emulator.script_jobs(count=2, queue_seconds=0, run_seconds=0, outcome="failed", error="first two")
     emulator.script_jobs(queue_seconds=0, run_seconds=0, cost=2.5)
     request_ids = [submit_id(api, emulator) for _ in range(4)]
@@ -409,7 +417,7 @@ def test_insufficient_balance_is_402_and_creates_no_job(api: httpx.Client, emula
     assert_error_body(second, 402, 400002)
     assert emulator.counters()["submissions"] == 1
     # The job in flight holds its price; it is charged once it has succeeded.
-    time.sleep(QUEUE_SECONDS + RUN_SECONDS + 0.1)
+    wait_until(lambda: emulator.counters()["generations_charged"] == 1)
     assert emulator.counters()["balance_usd"] == pytest.approx(0.2)
 
 
@@ -742,7 +750,7 @@ def test_slow_fault_does_not_block_other_calls(api: httpx.Client, emulator: Emul
         headers = {"Authorization": f"Bearer {emulator.token}"}
         async with httpx.AsyncClient(base_url=emulator.base_url, headers=headers, trust_env=False) as client:
             slow = asyncio.create_task(client.get(f"/v1/models/{MODEL_ID}"))
-            await asyncio.sleep(0.1)
+            await await_until(lambda: emulator.counters()["calls"]["model"] == 1)
             started = time.monotonic()
             await client.get("/v1/requests/x/status")
             elapsed = time.monotonic() - started
@@ -964,14 +972,16 @@ def test_downloads_need_no_token_but_a_valid_signature(api: httpx.Client, emulat
 def test_expired_output_url_is_403_and_a_fresh_result_works(
     api: httpx.Client, emulator: EmulatorHandle
 ) -> None:
-    emulator.configure(output_url_ttl=0.3)
+    emulator.configure(output_url_ttl=1.5)
     request_id = finished_job(api, emulator)
     stale = video_url(api, request_id)
     assert api.get(stale).status_code == 200
 
-    time.sleep(0.4)
+    wait_until(lambda: time.time() * 1000 > url_expiry_ms(stale))
 
     assert_error_body(api.get(stale), 403, 403001)
+    # Long enough that the fresh URL cannot expire before it is fetched, however busy the machine.
+    emulator.configure(output_url_ttl=60)
     fresh = video_url(api, request_id)
     assert fresh != stale
     assert api.get(fresh).status_code == 200

@@ -5,13 +5,13 @@ RunComfy documents none of it, so each of the three answers can be switched off.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from airflow_provider_dreamina.emulator import MODEL_ID, EmulatorHandle
+from tests.helpers import wait_until
 
 SUBMIT_PATH = f"/v1/models/{MODEL_ID}"
 BALANCE_PATH = "/prod/v2/balance"
@@ -65,7 +65,7 @@ def test_a_job_is_charged_when_it_succeeds_not_when_submitted(
 
     assert api.get(BALANCE_PATH).json()["balance_usd"] == 2.0
     assert emulator.counters()["cost_usd_charged"] == 0
-    time.sleep(0.8)
+    wait_until(lambda: emulator.counters()["generations_charged"] == 1)
     assert api.get(BALANCE_PATH).json()["balance_usd"] == pytest.approx(1.5)
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from airflow_provider_dreamina.emulator import MODEL_ID, EmulatorError, EmulatorHandle
+from tests.helpers import wait_until
 
 SUBMIT_PATH = f"/v1/models/{MODEL_ID}"
 
@@ -24,26 +24,21 @@ def submit(api: httpx.Client, emulator: EmulatorHandle) -> httpx.Response:
     return api.post(SUBMIT_PATH, json=body)
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_hold_creates_and_charges_the_request_before_answering(
     api: httpx.Client, emulator: EmulatorHandle
 ) -> None:
     emulator.configure(balance_usd=10.0)
-    emulator.inject_fault("submit", "hold", delay=3)
+    # Done at once, so it is charged well within the hold.
+    emulator.script_jobs(queue_seconds=0, run_seconds=0)
+    emulator.inject_fault("submit", "hold", delay=1)
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(submit, api, emulator)
         # The request exists, and will be charged when it succeeds, while its answer is held back.
-        wait_for(lambda: emulator.counters()["submissions"] == 1)
+        wait_until(lambda: emulator.counters()["submissions"] == 1)
         assert not answer.done()
         (job,) = emulator.requests()
-        wait_for(lambda: emulator.counters()["generations_charged"] == 1)
+        wait_until(lambda: emulator.counters()["generations_charged"] == 1)
         assert emulator.counters()["balance_usd"] == 10.0 - emulator.config()["price_usd"]
         response = answer.result(timeout=20)
 

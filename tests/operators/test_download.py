@@ -29,7 +29,7 @@ from airflow_provider_dreamina.exceptions import DreaminaDownloadError
 from airflow_provider_dreamina.hooks.dreamina import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, DreaminaHook
 from airflow_provider_dreamina.models import DEFAULT_MODEL_ID, ImageToVideoInput
 from airflow_provider_dreamina.operators.dreamina import DreaminaDownloadOperator
-from tests.helpers import FakeTI, mp4_body
+from tests.helpers import FakeTI, mp4_body, wait_until
 from tests.operators.download_server import OutputHost, output_host
 
 PROMPT = "a red fox running through fresh snow"
@@ -843,9 +843,11 @@ def test_hook_resumes_a_truncated_download(emulator: EmulatorHandle) -> None:
 def test_hook_refreshes_an_expired_url(emulator: EmulatorHandle) -> None:
     emulator.configure(output_url_ttl=0.2)
     hook, request_id, url = hook_and_url(emulator)
-    time.sleep(0.3)
+    wait_until(lambda: time.time() * 1000 > int(httpx.URL(url).params["expires"]))
     with pytest.raises(DreaminaDownloadError, match="HTTP 403"):
         hook.download_output(url, BytesSink())
+    # The fresh URL must outlive its download, however busy the machine.
+    emulator.configure(output_url_ttl=60)
     sink = BytesSink()
 
     downloaded = hook.download_output(url, sink, request_id=request_id, index=0)

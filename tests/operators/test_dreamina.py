@@ -23,7 +23,14 @@ from airflow_provider_dreamina.operators.dreamina import (
     DreaminaImageToVideoOperator,
 )
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
-from tests.helpers import FakeStateStore, data_uri, make_context, request_events
+from tests.helpers import (
+    FakeStateStore,
+    data_uri,
+    make_context,
+    request_events,
+    wait_until,
+    wait_until_state,
+)
 
 
 def make_operator(emulator: EmulatorHandle, **kwargs: Any) -> DreaminaImageToVideoOperator:
@@ -159,6 +166,7 @@ def test_three_tries_with_failing_waits_submit_exactly_once(no_retries: Emulator
 
 def test_deferred_retry_reattaches_instead_of_resubmitting(emulator: EmulatorHandle) -> None:
     store = FakeStateStore()
+    emulator.script_jobs(queue_seconds=60)  # still waiting at every try, however slow the machine
     for _ in range(3):
         with pytest.raises(TaskDeferred):
             make_operator(emulator, wait_for_completion=True, deferrable=True).execute(make_context(store))
@@ -204,10 +212,7 @@ def test_a_dead_prior_request_is_replaced(emulator: EmulatorHandle, prior: str) 
     if prior == "cancelled":
         assert hook.cancel(first)
     elif prior == "failed":
-        deadline = time.monotonic() + 10
-        while hook.get_status(first).state is not RequestState.FAILED:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_state(hook, first, RequestState.FAILED)
     else:
         store.values[STATE_KEY] = {**store.values[STATE_KEY], "request_id": "long-gone-request"}
     second = make_operator(emulator).execute(make_context(store))
@@ -250,11 +255,8 @@ def test_on_kill_cancels_a_queued_request(emulator: EmulatorHandle) -> None:
 
     worker = threading.Thread(target=run)
     worker.start()
-    deadline = time.monotonic() + 10
-    while not emulator.requests():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.2)
+    # Polling: the operator knows its request.
+    wait_until(lambda: emulator.counters()["calls"]["status"] > 0)
     operator.on_kill()
     worker.join(timeout=10)
     assert emulator.counters()["cancellations"] == 1

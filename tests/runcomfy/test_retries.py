@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 
 import httpx
@@ -97,12 +98,13 @@ def test_submit_is_never_resent_when_it_may_have_arrived(
 
 
 def test_submit_read_timeout_is_not_resent(emulator: EmulatorHandle, api: Api) -> None:
-    emulator.inject_fault("submit", "slow", count=1, delay=3)
+    emulator.inject_fault("submit", "slow", count=1, delay=1)
     hook = fast_hook()
     hook._settings = dataclasses.replace(hook.settings, timeout=0.5)
     with pytest.raises(DreaminaSubmitUncertainError):
         api(hook, "submit", sample_input(emulator))
-    time.sleep(3)  # let the slow submit finish on the server
+    # A resend would have been made before the error was raised: nothing is left to wait for (the
+    # delayed submit finds its connection closed, so it reads no body and creates no request).
     assert emulator.counters()["calls"]["submit"] == 1
 
 
@@ -139,11 +141,13 @@ def test_unreachable_server_is_a_connection_error(
 
 
 def test_thousand_concurrent_polls_share_a_bounded_pool(
-    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_connections=10))
     submitted = fast_hook().submit(sample_input(emulator))
     before = emulator.counters()["connections"]
+    # httpcore logs each connection it opens and closes: the pool's bound is on those open at once.
+    caplog.set_level(logging.DEBUG, logger="httpcore.connection")
 
     async def poll_all() -> list[RequestStatus]:
         hooks = [DreaminaHook() for _ in range(1000)]
@@ -154,9 +158,21 @@ def test_thousand_concurrent_polls_share_a_bounded_pool(
 
     statuses = asyncio.run(poll_all())
     assert len(statuses) == 1000
-    # The control client's own call to read the counters may open one connection too.
+    open_now, most_open, client_opened = 0, 0, 0
+    for record in caplog.records:
+        if record.name == "httpcore.connection" and record.getMessage().startswith("connect_tcp.complete"):
+            open_now, client_opened = open_now + 1, client_opened + 1
+        elif record.name == "httpcore.connection" and record.getMessage().startswith("close.complete"):
+            open_now -= 1
+        most_open = max(most_open, open_now)
+    assert 0 < most_open <= 10
+    # The control client's own call to read the counters may open one connection too. On a busy
+    # machine the polls can outlast httpx's 5 s keep-alive: a connection the pool let idle that
+    # long is closed and another opened later, still never more than 10 at once.
     opened = emulator.counters()["connections"] - before
-    assert opened <= 10 + 1
+    assert client_opened <= opened <= client_opened + 1
+    if client_opened == most_open:
+        assert opened <= 10 + 1
 
 
 def test_retry_after_parsing() -> None:

@@ -15,6 +15,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook, DreaminaSettings
 from airflow_provider_dreamina.runcomfy import settings as settings_module
+from tests.helpers import ScriptedClock
 
 TOKEN = "token-for-the-settings-test"
 
@@ -74,12 +75,13 @@ def test_each_connection_id_is_read_on_its_own(lookups: list[str], monkeypatch: 
 def test_an_edited_connection_is_read_again_once_the_reading_is_stale(
     lookups: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = ScriptedClock().install(monkeypatch, settings_module)
+
     async def read_edit_read() -> tuple[str, str, str]:
         first = (await DreaminaHook().aget_settings()).token
         monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", connection("rotated-token"))
         within = (await DreaminaHook().aget_settings()).token
-        monkeypatch.setattr(settings_module, "SETTINGS_TTL_SECONDS", 0.0)
-        await asyncio.sleep(0.01)
+        clock.sleep(settings_module.SETTINGS_TTL_SECONDS + 0.01)
         after = (await DreaminaHook().aget_settings()).token
         return first, within, after
 

@@ -15,7 +15,9 @@ from airflow_provider_dreamina.exceptions import DreaminaNotFoundError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 from airflow_provider_dreamina.models import ImageToVideoInput
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+from airflow_provider_dreamina.waiting import policy as polling
 from airflow_provider_dreamina.waiting.outcome import RequestEvent
+from tests.helpers import ScriptedClock
 
 
 def submit(emulator: EmulatorHandle) -> str:
@@ -57,6 +59,8 @@ def test_serialize_round_trips_without_secrets() -> None:
 def test_success_yields_exactly_one_small_event(
     emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Queued and running long enough for a poll to see each, however busy the machine.
+    emulator.script_jobs(queue_seconds=1, run_seconds=1)
     request_id = submit(emulator)
     caplog.set_level(logging.INFO)
     events = run_trigger(DreaminaRequestTrigger(request_id, poll_interval=0.1))
@@ -145,21 +149,25 @@ def test_deadline_without_cancel_on_timeout_leaves_the_request(emulator: Emulato
     assert emulator.counters()["cancellations"] == 0
 
 
-def test_polling_is_slower_far_back_in_the_queue(emulator: EmulatorHandle) -> None:
+def test_polling_is_slower_far_back_in_the_queue(
+    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
     emulator.configure(queue_seconds=60)
     first = submit(emulator)
     for _ in range(10):
         last = submit(emulator)
+    # The polls of 1.5 s of the waiting policy's clock, however long each call takes for real.
+    clock = ScriptedClock().install(monkeypatch, polling)
 
-    async def watch(request_id: str) -> None:
-        trigger = DreaminaRequestTrigger(request_id, poll_interval=0.1)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(collect(trigger), timeout=1.5)
+    def watch(request_id: str) -> None:
+        trigger = DreaminaRequestTrigger(
+            request_id, poll_interval=0.1, deadline=clock.time() + 1.5, cancel_on_timeout=False
+        )
+        (event,) = run_trigger(trigger)
+        assert event["status"] == "timeout"
 
-    async def both() -> None:
-        await asyncio.gather(watch(first), watch(last))
-
-    asyncio.run(both())
+    watch(first)
+    watch(last)
     calls = emulator.counters()["calls_per_request"]
     assert calls[last]["status"] * 3 <= calls[first]["status"]
 
