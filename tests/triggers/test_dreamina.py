@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -190,7 +192,15 @@ def test_on_kill_cancels_a_queued_request(emulator: EmulatorHandle) -> None:
 def test_run_never_blocks_the_loop(emulator: EmulatorHandle) -> None:
     """A ticker on the same loop keeps ticking while the trigger waits (the triggerer warns >0.2 s)."""
     request_id = submit(emulator)
-    gaps: list[float] = []
+    gaps: list[tuple[float, float]] = []
+    # Ticks of a thread outside the loop: a gap they share is the machine pausing this process
+    # (a busy machine, parallel test workers), not the trigger blocking its loop.
+    process_ticks: list[float] = []
+    stop = threading.Event()
+
+    def process_ticker() -> None:
+        while not stop.wait(0.01):
+            process_ticks.append(time.monotonic())
 
     async def main() -> None:
         done = asyncio.Event()
@@ -200,7 +210,7 @@ def test_run_never_blocks_the_loop(emulator: EmulatorHandle) -> None:
             while not done.is_set():
                 await asyncio.sleep(0.01)
                 now = time.monotonic()
-                gaps.append(now - last)
+                gaps.append((last, now))
                 last = now
 
         tick = asyncio.create_task(ticker())
@@ -208,5 +218,17 @@ def test_run_never_blocks_the_loop(emulator: EmulatorHandle) -> None:
         done.set()
         await tick
 
-    asyncio.run(main())
-    assert max(gaps) < 0.2
+    thread = threading.Thread(target=process_ticker)
+    thread.start()
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join()
+
+    def process_paused(start: float, end: float) -> bool:
+        ticks = [start, *(t for t in process_ticks if start < t < end), end]
+        return max(later - earlier for earlier, later in itertools.pairwise(ticks)) >= 0.1
+
+    blocked = [end - start for start, end in gaps if end - start >= 0.2 and not process_paused(start, end)]
+    assert not blocked
