@@ -37,8 +37,8 @@ from tests.helpers import (
 
 
 def test_submit_status_result_follow_a_job_to_success(emulator: EmulatorHandle, api: Api) -> None:
-    # Queued long enough to be seen queued on a busy machine, yet done soon after.
-    emulator.script_jobs(queue_seconds=1)
+    # Queued, then running, long enough to be seen so on a busy machine, yet done soon after.
+    emulator.script_jobs(queue_seconds=2, run_seconds=2)
     hook = fast_hook()
     submitted = api(hook, "submit", sample_input(emulator))
     assert isinstance(submitted, SubmittedRequest)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import threading
 import time
 from typing import Any
 
@@ -191,44 +189,33 @@ def test_on_kill_cancels_a_queued_request(emulator: EmulatorHandle) -> None:
 
 def test_run_never_blocks_the_loop(emulator: EmulatorHandle) -> None:
     """A ticker on the same loop keeps ticking while the trigger waits (the triggerer warns >0.2 s)."""
-    request_id = submit(emulator)
-    gaps: list[tuple[float, float]] = []
-    # Ticks of a thread outside the loop: a gap they share is the machine pausing this process
-    # (a busy machine, parallel test workers), not the trigger blocking its loop.
-    process_ticks: list[float] = []
-    stop = threading.Event()
 
-    def process_ticker() -> None:
-        while not stop.wait(0.01):
-            process_ticks.append(time.monotonic())
+    def longest_gap() -> float:
+        request_id = submit(emulator)
+        gaps: list[float] = []
 
-    async def main() -> None:
-        done = asyncio.Event()
+        async def main() -> None:
+            done = asyncio.Event()
 
-        async def ticker() -> None:
-            last = time.monotonic()
-            while not done.is_set():
-                await asyncio.sleep(0.01)
-                now = time.monotonic()
-                gaps.append((last, now))
-                last = now
+            async def ticker() -> None:
+                last = time.monotonic()
+                while not done.is_set():
+                    await asyncio.sleep(0.01)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
 
-        tick = asyncio.create_task(ticker())
-        await collect(DreaminaRequestTrigger(request_id, poll_interval=0.05))
-        done.set()
-        await tick
+            tick = asyncio.create_task(ticker())
+            await collect(DreaminaRequestTrigger(request_id, poll_interval=0.05))
+            done.set()
+            await tick
 
-    thread = threading.Thread(target=process_ticker)
-    thread.start()
-    try:
         asyncio.run(main())
-    finally:
-        stop.set()
-        thread.join()
+        return max(gaps)
 
-    def process_paused(start: float, end: float) -> bool:
-        ticks = [start, *(t for t in process_ticks if start < t < end), end]
-        return max(later - earlier for earlier, later in itertools.pairwise(ticks)) >= 0.1
-
-    blocked = [end - start for start, end in gaps if end - start >= 0.2 and not process_paused(start, end)]
-    assert not blocked
+    # A busy machine (parallel test workers, other jobs) may pause this thread for a moment; a
+    # trigger that blocks its loop does so every time.
+    gaps = [longest_gap()]
+    while gaps[-1] >= 0.2 and len(gaps) < 3:
+        gaps.append(longest_gap())
+    assert min(gaps) < 0.2, gaps
