@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_dreamina.emulator import EmulatorHandle, run_emulator
-from tests.helpers import Api
+from tests.helpers import EMULATOR_STARTUP_SECONDS, Api
 
 # Short job durations keep the suite fast; tests that need other timings configure them.
 EMULATOR_OPTIONS = {"queue_seconds": 0.3, "run_seconds": 0.5}
@@ -16,7 +16,7 @@ EMULATOR_OPTIONS = {"queue_seconds": 0.3, "run_seconds": 0.5}
 
 @pytest.fixture(scope="session")
 def emulator_session() -> Iterator[EmulatorHandle]:
-    with run_emulator(**EMULATOR_OPTIONS) as handle:
+    with run_emulator(startup_timeout=EMULATOR_STARTUP_SECONDS, **EMULATOR_OPTIONS) as handle:
         yield handle
 
 

@@ -15,6 +15,10 @@ from PIL import Image
 
 from airflow_provider_dreamina.submission.records import SubmitRecord, parse
 
+# Every test worker starts its own emulator at once: on a busy machine that can take longer than
+# the 20 s a demo or a benchmark allows.
+EMULATOR_STARTUP_SECONDS = 120.0
+
 
 def image_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()

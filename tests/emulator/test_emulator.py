@@ -28,7 +28,7 @@ from airflow_provider_dreamina.emulator.media import (
     TOO_SMALL,
     TOO_WIDE,
 )
-from tests.helpers import await_until, wait_until
+from tests.helpers import EMULATOR_STARTUP_SECONDS, await_until, wait_until
 
 QUEUE_SECONDS = 0.2
 RUN_SECONDS = 0.3
@@ -42,7 +42,10 @@ TRANSPORT_FAILURES = (httpx.RemoteProtocolError, httpx.ReadError)
 def emulator_process() -> Iterator[EmulatorHandle]:
     """One emulator process for the module; `emulator` resets it before each test."""
     with run_emulator(
-        queue_seconds=QUEUE_SECONDS, run_seconds=RUN_SECONDS, output_bytes=OUTPUT_BYTES
+        queue_seconds=QUEUE_SECONDS,
+        run_seconds=RUN_SECONDS,
+        output_bytes=OUTPUT_BYTES,
+        startup_timeout=EMULATOR_STARTUP_SECONDS,
     ) as handle:
         yield handle
 
