@@ -60,7 +60,7 @@ def test_a_job_is_charged_when_it_succeeds_not_when_submitted(
     api: httpx.Client, emulator: EmulatorHandle
 ) -> None:
     emulator.configure(balance_usd=2.0, price_usd=0.5)
-    emulator.script_jobs(queue_seconds=0.3, run_seconds=0.3)
+    emulator.script_jobs(queue_seconds=2, run_seconds=0.3)  # not done yet however busy the machine
     submit(api, emulator)
 
     assert api.get(BALANCE_PATH).json()["balance_usd"] == 2.0
