@@ -147,13 +147,11 @@ class ScriptedClock:
 
     def __init__(self, start: float | None = None) -> None:
         self.now = time.time() if start is None else start
-        self.slept: list[float] = []
 
     def time(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
         self.now += seconds
 
     async def asleep(self, seconds: float) -> None:
