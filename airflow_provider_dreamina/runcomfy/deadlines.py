@@ -20,18 +20,22 @@ between the chunks they read.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DeadlinePassed(httpx.ReadTimeout):
@@ -50,6 +54,19 @@ _WAIT_ENDS: ContextVar[float | None] = ContextVar("dreamina_wait_ends", default=
 GRACE_SECONDS = 3.0
 # An attempt always gets this long, so that it fails with a timeout instead of not being made.
 _MIN_ATTEMPT_SECONDS = 0.05
+
+
+async def at_most(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, or :class:`asyncio.TimeoutError` after ``seconds``.
+
+    On Python 3.11+ through ``asyncio.timeout``: ``asyncio.wait_for`` there can swallow a
+    cancellation of the caller that lands just as the awaited call completes, and a cancelled
+    trigger would go on polling. (Python 3.10 has only ``wait_for``.)
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout=seconds)
 
 
 @contextlib.contextmanager

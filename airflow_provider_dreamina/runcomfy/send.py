@@ -4,7 +4,7 @@ The twins differ only in I/O; every decision is made by ``retries.Attempts`` (wh
 what a failure after a paid call means) and ``answers`` (what an answer means). Each attempt
 (request and whole answer) has one wall-clock deadline (``deadlines.seconds_left``: the
 connection's ``request_deadline``, within any wait around the call) that no slow drip can
-stretch: the async twin wraps it in ``asyncio.wait_for``, the sync twin bounds every socket
+stretch: the async twin wraps it in ``deadlines.at_most``, the sync twin bounds every socket
 operation by the time left (``deadlines.within``) and checks it between chunks. Answers are read
 within the bounds of ``reading``.
 
@@ -72,8 +72,8 @@ async def asend(
                 # The deadline starts once a pool slot is free: queueing behind other polls of a
                 # busy triggerer is not the answer being slow.
                 async with shared.slots:
-                    outcome: Outcome = await asyncio.wait_for(
-                        _aexchange(shared.client, call, settings), timeout=seconds
+                    outcome: Outcome = await deadlines.at_most(
+                        seconds, _aexchange(shared.client, call, settings)
                     )
             except asyncio.TimeoutError:
                 outcome = deadlines.DeadlinePassed(seconds)
