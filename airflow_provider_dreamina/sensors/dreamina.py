@@ -193,7 +193,8 @@ class DreaminaRequestSensor(BaseSensorOperator):
             waiting = self._waiting
             if waiting is None:
                 raise
-            cancelled = try_cancel(self.hook, waiting.request_id) if waiting.cancel_now else None
+            # The timeout has passed: the cancel gets the grace of a call at a wait's end.
+            cancelled = try_cancel(self.hook, waiting.request_id, 0.0) if waiting.cancel_now else None
             raise timeout from waiting.timed_out(cancelled)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

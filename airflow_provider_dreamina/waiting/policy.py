@@ -242,7 +242,8 @@ def wait(hook: DreaminaHook, request_id: str, policy: WaitPolicy) -> RequestResu
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
         if waiting.past_deadline:
-            raise waiting.timed_out(try_cancel(hook, request_id) if waiting.cancel_now else None)
+            cancelled = try_cancel(hook, request_id, waiting.remaining()) if waiting.cancel_now else None
+            raise waiting.timed_out(cancelled)
         time.sleep(delay)
 
 
@@ -264,23 +265,33 @@ async def await_result(hook: DreaminaHook, request_id: str, policy: WaitPolicy) 
                 return waiting.finished(result)
             delay = waiting.next_delay(status)
         if waiting.past_deadline:
-            raise waiting.timed_out(await atry_cancel(hook, request_id) if waiting.cancel_now else None)
+            cancelled = (
+                await atry_cancel(hook, request_id, waiting.remaining()) if waiting.cancel_now else None
+            )
+            raise waiting.timed_out(cancelled)
         await asyncio.sleep(delay)
 
 
-def try_cancel(hook: DreaminaHook, request_id: str) -> bool:
-    """Cancel the request if RunComfy still can; a failure to do so is logged, never raised."""
+def try_cancel(hook: DreaminaHook, request_id: str, remaining: float | None = None) -> bool:
+    """Cancel the request if RunComfy still can; a failure to do so is logged, never raised.
+
+    :param remaining: the seconds left in the wait that cancels (0 or less at its deadline): the
+        cancel ends within them and ``deadlines.GRACE_SECONDS``; None bounds it by the
+        connection's ``request_deadline`` alone.
+    """
     try:
-        return hook.cancel(request_id)
+        with deadlines.bound_by(remaining):
+            return hook.cancel(request_id)
     except DreaminaError as error:
         log.warning("Could not cancel request %s: %s", request_id, error)
         return False
 
 
-async def atry_cancel(hook: DreaminaHook, request_id: str) -> bool:
+async def atry_cancel(hook: DreaminaHook, request_id: str, remaining: float | None = None) -> bool:
     """Async :func:`try_cancel`."""
     try:
-        return await hook.acancel(request_id)
+        with deadlines.bound_by(remaining):
+            return await hook.acancel(request_id)
     except DreaminaError as error:
         log.warning("Could not cancel request %s: %s", request_id, error)
         return False
