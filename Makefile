@@ -18,7 +18,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min test-3.2 dist check-dist demo demo-ui e2e test-browser test-distributed bench docs clean
+.PHONY: help install test lint typecheck unit fuzz test-min test-3.2 dist check-dist demo demo-ui e2e test-browser test-distributed bench docs clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
@@ -26,6 +26,7 @@ help:
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
 	@echo "make unit      the fast inner loop: every test but the end-to-end ones"
 	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
+	@echo "make fuzz      the property tests with thousands of examples each (FUZZ_EXAMPLES=2000)"
 	@echo "make test-browser  the gallery and review in headless Chromium (apt-get install chromium)"
 	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
@@ -63,6 +64,14 @@ XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS))
 # The fast inner loop: no Airflow processes are started (the emulator and small HTTP servers are).
 unit: install
 	$(BIN)/pytest $(XDIST) -m "not e2e and not browser and not distributed"
+
+# The property tests (Hypothesis) run a bounded, derandomized number of examples in `unit`; here
+# thousands each, random, keeping failures in .hypothesis/ so that the next run replays them first.
+FUZZ_EXAMPLES ?= 2000
+FUZZ_TESTS := tests/runcomfy/test_properties.py tests/triggers/test_properties.py tests/test_fail_closed.py
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest \
+		-m "not e2e and not browser and not distributed" $(FUZZ_TESTS)
 
 # The browser tests run in their own target (test-browser), once; the distributed chaos scenarios
 # need their own extra and run with `make test-distributed`.
@@ -163,4 +172,4 @@ bench-video: install
 	$(BIN)/python benchmarks/video.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) $(VENV_32) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build docs/_build
+	rm -rf $(VENV) $(VENV_MIN) $(VENV_32) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build docs/_build

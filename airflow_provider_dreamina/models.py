@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -356,10 +356,12 @@ class RequestResult(_Answer):
         if value in (None, ""):
             return None
         try:
-            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             log.debug("Ignoring unparseable timestamp %r", value)
             return None
+        # A time without an offset is UTC: one naive and one aware time cannot be subtracted.
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
     @field_validator("cost", mode="before")
     @classmethod
@@ -444,11 +446,13 @@ class CancelOutcome(_Answer):
 
 
 def _number_or_none(value: Any) -> float | None:
-    # Prices and balances are undocumented: a value that is not a number is as good as absent.
+    # Prices and balances are undocumented: a value that is not a finite number is as good as
+    # absent (a NaN price or balance would pass every comparison of the spend checks).
     try:
-        return None if value is None or isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
+        number = None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 class ModelInfo(_Answer):

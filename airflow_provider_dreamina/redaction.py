@@ -102,22 +102,28 @@ def shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _QueryRedactingFilter(logging.Filter):
-    """Drops query strings from httpx's request log lines: signed URLs carry secrets there."""
+class _HttpxLineFilter(logging.Filter):
+    """httpx logs every request as its URL and the answer's status line. The URL loses its query
+    (signed URLs carry secrets there); the status keeps only its standard phrase, because a server
+    may put anything after the code, the very token it was sent included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         import httpx
 
         args = record.args
-        if isinstance(args, tuple) and any(isinstance(arg, httpx.URL) and arg.query for arg in args):
-            record.args = tuple(
-                url_without_query(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in args
-            )
+        if not isinstance(args, tuple):
+            return True
+        shown = [
+            url_without_query(str(arg)) if isinstance(arg, httpx.URL) and arg.query else arg for arg in args
+        ]
+        if str(record.msg).startswith("HTTP Request:") and len(shown) == 5 and isinstance(shown[3], int):
+            shown[4] = httpx.codes.get_reason_phrase(shown[3])
+        record.args = tuple(shown)
         return True
 
 
-def redact_httpx_log_queries() -> None:
-    """Install the query-redacting filter on httpx's logger once."""
+def redact_httpx_log_lines() -> None:
+    """Install the filter of httpx's request lines (see :class:`_HttpxLineFilter`) once."""
     logger = logging.getLogger("httpx")
-    if not any(isinstance(existing, _QueryRedactingFilter) for existing in logger.filters):
-        logger.addFilter(_QueryRedactingFilter())
+    if not any(isinstance(existing, _HttpxLineFilter) for existing in logger.filters):
+        logger.addFilter(_HttpxLineFilter())

@@ -47,6 +47,9 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     #: For ``huge``: MiB to send.
     size: int = 200
+    #: For ``drip``: seconds between two bytes, and after how many seconds the server hangs up.
+    interval: float = DRIP_INTERVAL
+    lasts: float | None = None
 
 
 @dataclass
@@ -154,8 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) + 10_000))
         self.end_headers()
         self.wfile.flush()
+        ends = None if answer.lasts is None else time.monotonic() + answer.lasts
         for byte in (body + b" " * 10_000)[:100_000]:
-            if self.server_state.stopping.wait(DRIP_INTERVAL):
+            if self.server_state.stopping.wait(answer.interval) or (ends and time.monotonic() > ends):
                 break
             self.wfile.write(bytes([byte]))
             self.wfile.flush()

@@ -196,15 +196,15 @@ def test_the_connection_extra_is_the_fallback_without_a_state_store(
 def test_ledger_keys_keep_mapped_instances_apart(tmp_path: Path) -> None:
     first = LedgerState(str(tmp_path), "d", "r", "t", 0)
     second = LedgerState(str(tmp_path), "d", "r", "t", 1)
-    first.write(SubmitRecord(fingerprint="a", request_id="one"))
-    second.write(SubmitRecord(fingerprint="b", request_id="two"))
-    assert (first.read() or SubmitRecord(fingerprint="")).request_id == "one"
-    assert (second.read() or SubmitRecord(fingerprint="")).request_id == "two"
+    first.write(SubmitRecord(fingerprint="a" * 64, request_id="one"))
+    second.write(SubmitRecord(fingerprint="b" * 64, request_id="two"))
+    assert (first.read() or SubmitRecord(fingerprint="0" * 64)).request_id == "one"
+    assert (second.read() or SubmitRecord(fingerprint="0" * 64)).request_id == "two"
 
 
 def test_ledger_on_object_storage(memory_storage: None) -> None:
     ledger = LedgerState("memory://ledger/dreamina", "d", "r/../x", "t", -1)
     assert ledger.read() is None
-    ledger.write(SubmitRecord(fingerprint="f", request_id="abc"))
-    assert (ledger.read() or SubmitRecord(fingerprint="")).request_id == "abc"
+    ledger.write(SubmitRecord(fingerprint="f" * 64, request_id="abc"))
+    assert (ledger.read() or SubmitRecord(fingerprint="0" * 64)).request_id == "abc"
     assert "/" not in ledger.relative.split("/")[1] and ".." not in ledger.relative.split("/")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from airflow_provider_dreamina import __version__
-from airflow_provider_dreamina.redaction import redact_httpx_log_queries
+from airflow_provider_dreamina.redaction import redact_httpx_log_lines
 from airflow_provider_dreamina.runcomfy import deadlines
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
@@ -26,6 +26,7 @@ _OUTPUT_CONNECTIONS = 4
 
 def client_options(settings: DreaminaSettings) -> dict[str, Any]:
     """The one description of a RunComfy API client; both the sync and async clients use it."""
+    redact_httpx_log_lines()
     return {
         "base_url": settings.base_url,
         "headers": {
@@ -50,7 +51,7 @@ def api_client(settings: DreaminaSettings, transport: httpx.BaseTransport | None
 
 def output_client(settings: DreaminaSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The client that fetches outputs: no base URL and, above all, no API token."""
-    redact_httpx_log_queries()
+    redact_httpx_log_lines()
     client = httpx.Client(
         headers={
             "User-Agent": USER_AGENT,

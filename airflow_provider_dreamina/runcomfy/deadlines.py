@@ -71,11 +71,16 @@ async def at_most(seconds: float, awaitable: Awaitable[T]) -> T:
 
 @contextlib.contextmanager
 def bound_by(remaining: float | None) -> Iterator[None]:
-    """Bound every call inside the block by the ``remaining`` seconds of a wait (None: unbounded)."""
+    """Bound every call inside the block by the ``remaining`` seconds of a wait (None: unbounded).
+
+    The calls end by the wait's end plus :data:`GRACE_SECONDS`, however many there are: one
+    made once the wait is over (``remaining`` at or below 0: a cancel at the deadline) shares the
+    grace with the poll before it instead of getting a grace of its own.
+    """
     if remaining is None:
         yield
         return
-    token = _WAIT_ENDS.set(time.monotonic() + max(0.0, remaining) + GRACE_SECONDS)
+    token = _WAIT_ENDS.set(time.monotonic() + remaining + GRACE_SECONDS)
     try:
         yield
     finally:

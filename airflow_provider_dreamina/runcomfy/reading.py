@@ -21,6 +21,9 @@ from airflow_provider_dreamina.runcomfy.deadlines import DeadlinePassed
 MAX_ANSWER_BYTES = 1024 * 1024
 #: The deepest JSON nesting accepted; RunComfy's answers nest three or four levels.
 MAX_JSON_DEPTH = 32
+# The encodings a refusal names; any other header value stays unquoted (a server may echo anything
+# there, the token it was sent included).
+_KNOWN_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd", "compress"})
 
 
 class UnreadableAnswer(Exception):
@@ -35,12 +38,14 @@ def check_headers(response: httpx.Response, limit: int = MAX_ANSWER_BYTES) -> No
     """Refuse an answer from its headers alone: compressed, or declared larger than ``limit``."""
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
+        named = encoding if encoding in _KNOWN_ENCODINGS else "an unknown encoding"
         raise UnreadableAnswer(
-            f"the answer is compressed ({encoding[:20]}) although only identity was accepted",
+            f"the answer is compressed ({named}) although only identity was accepted",
             response.status_code,
         )
     length = response.headers.get("Content-Length", "").strip()
-    if length.isdigit() and int(length) > limit:
+    # ASCII digits only: "²" is a digit to str.isdigit but not to int().
+    if length.isascii() and length.isdigit() and int(length) > limit:
         raise UnreadableAnswer(
             f"the answer declares {int(length)} bytes; at most {limit} are read", response.status_code
         )

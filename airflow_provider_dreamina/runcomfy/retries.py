@@ -15,11 +15,15 @@ HTTP 429                                        sent again after            sent
 read timeout, reset or protocol error after     sent again (not within the  uncertain, never resent
 sending; the attempt's whole deadline spent     call once a whole deadline
                                                 was spent)
-HTTP 5xx, or ``error_code`` 500001              sent again                  uncertain, never resent
-a refusal: HTTP 400, 401, 402, 403, 404, 422    its typed error, at once    its typed error: RunComfy
-or a documented ``error_code`` that means one                               refused it, nothing created
-any other error answer (another status, an      its typed error, at once    uncertain
-unknown ``error_code`` on HTTP 200)
+HTTP 5xx (or any status past it), or            sent again                  uncertain, never resent
+``error_code`` 500001
+a refusal RunComfy documents: HTTP 400, 401,    its typed error, at once    its typed error: RunComfy
+402, 403, 404, 422, or a documented refusal                                 refused it, nothing created
+``error_code`` on a 2xx answer (400002 on 200)
+any other error answer: another 4xx (409        its typed error, at once    uncertain
+Conflict...), a 1xx or 3xx (``303 See Other``
+answers a POST that created something), an
+unknown ``error_code`` on a 2xx (1e999, [])
 an answer that breaks a bound, is not JSON or   DreaminaUnreadableAnswer-   uncertain
 not the expected shape                          Error (retryable)
 anything unforeseen while sending, reading,     DreaminaUnreadableAnswer-   uncertain
@@ -77,8 +81,14 @@ NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
+#: The longest ``Retry-After`` honoured: a larger one is a broken (or hostile) header, and would
+#: stall a wait for ever or overflow a sleep.
+RETRY_AFTER_MAX_SECONDS = 3600.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date); None when unusable."""
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), at most
+    :data:`RETRY_AFTER_MAX_SECONDS`; None when unusable."""
     if not value:
         return None
     value = value.strip()[:64]
@@ -89,7 +99,7 @@ def parse_retry_after(value: str | None) -> float | None:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         except Exception:  # any text at all may come: a header is untrusted
             return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_SECONDS) if math.isfinite(seconds) else None
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,22 @@ class RetryPolicy:
 
     def retries_for(self, call: Call[Any]) -> int:
         return self.max_retries if call.max_retries is None else call.max_retries
+
+
+#: The ``error_code`` values with which RunComfy documents refusing a call (nothing was created).
+REFUSAL_CODES = frozenset({400001, 400002, 400004, 403001, 404001, 422001})
+
+
+def proves_refusal(failure: DreaminaAPIError) -> bool:
+    """Whether an error answer proves that RunComfy created nothing: one of the :data:`REFUSALS`
+    on an HTTP 4xx, or with a documented refusal code on a 2xx answer. Nothing else does: not a
+    4xx RunComfy does not document (409 Conflict may name what was created), a 3xx or an unknown
+    code."""
+    if not isinstance(failure, REFUSALS):
+        return False
+    if 400 <= failure.status_code < 500:
+        return True
+    return 200 <= failure.status_code < 300 and failure.error_code in REFUSAL_CODES
 
 
 def maybe_paid(error: BaseException) -> bool:
@@ -158,7 +184,7 @@ class Attempts:
 
     def after_error_answer(self, failure: DreaminaAPIError) -> float:
         """Seconds before sending again after an error answer; raises when it must not be."""
-        if self.call.paid and not isinstance(failure, REFUSALS):
+        if self.call.paid and not proves_refusal(failure):
             self.uncertain(str(failure))
         if not failure.retryable:
             raise failure

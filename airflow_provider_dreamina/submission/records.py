@@ -18,10 +18,10 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from airflow_provider_dreamina.exceptions import DreaminaStateError
-from airflow_provider_dreamina.models import ImageToVideoInput
+from airflow_provider_dreamina.models import ImageToVideoInput, is_request_id
 
 #: The shape of a record; a record of another version is refused, never guessed at.
 SCHEMA_VERSION = 1
@@ -41,6 +41,22 @@ class SubmitRecord(BaseModel):
     max_tries: int | None = None
     request_id: str | None = None
     submitted_at: datetime | None = None
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _a_digest(cls, value: str) -> str:
+        # A damaged fingerprint would read as "another input" and pay for a new request.
+        if len(value) != 64 or not all(char in "0123456789abcdef" for char in value):
+            raise ValueError("not a SHA-256 hex digest")
+        return value
+
+    @field_validator("request_id")
+    @classmethod
+    def _a_request_id(cls, value: str | None) -> str | None:
+        # "" would read as "nothing pending" and pay again; "../x" would reach a URL.
+        if value is not None and not is_request_id(value):
+            raise ValueError("not a RunComfy request id")
+        return value
 
     @property
     def orphaned(self) -> bool:
@@ -99,6 +115,8 @@ def parse(value: Any, where: str) -> SubmitRecord | None:
         try:
             # JSON mode: timestamps as ISO text, and no coercion of a mistyped field (strict).
             return SubmitRecord.model_validate_json(json.dumps(value))
+        except RecursionError:
+            problem = "it nests too deep to read"
         except (ValidationError, TypeError, ValueError) as error:
             problem = f"its fields do not hold ({_fields(error)})"
     raise _unreadable(where, problem)
