@@ -31,7 +31,14 @@ API beyond the e2e harness's ``Airflow``
     or an OOM kill does; nothing runs its shutdown code) and leave it down;
     ``start_component(component)`` brings it back (for a triggerer, once its new job row exists; for
     a worker, once Celery says it is ready). ``restart(component, crash=...)`` does both, and
-    ``ensure_running()`` starts whatever is down.
+    ``ensure_running()`` starts whatever is down and stops any component beyond the standard ones.
+``start_component("scheduler-b")``: any name that starts with ``scheduler`` is one more scheduler
+    (Airflow's HA scheduler: they share the work through row locks in PostgreSQL);
+    ``stop_component(name)`` stops one gracefully.
+``Deployment.supervised()``: context manager; while it is open, a component whose process ends is
+    started again once PostgreSQL and Redis are up, as an orchestrator would (systemd's
+    ``Restart=always``, a Kubernetes pod's restart policy). Yields the list of :class:`Restart` so far.
+``Deployment.health()``: the API server's ``/monitor/health`` answer, or None while it cannot answer.
 ``database_bytes()``: the whole database as ``pg_dump`` SQL text, to search for secrets.
 
 The timing settings (``DEPLOYMENT_SETTINGS``) make failures show up in seconds rather than the
@@ -48,9 +55,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.distributed.services import Postgres, Redis, run_postgres, run_redis
 from tests.e2e.harness import (
@@ -82,8 +95,22 @@ DEPLOYMENT_SETTINGS = {
     # one alive, looked for every 10 s [300 s].
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "20",
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
+    # A task queued for 60 s [600 s] whose message no worker took (a broker that lost it) is
+    # queued again, looked for every 5 s [120 s].
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "5",
 }
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A component that ended on its own and was started again by :meth:`Deployment.supervised`."""
+
+    component: str
+    exit_code: int | None
+    #: Seconds since the block opened at which it was seen gone, and at which it ran again.
+    ended_after: float
+    running_after: float
 
 
 class Deployment(Airflow):
@@ -127,6 +154,8 @@ class Deployment(Airflow):
             ]
         if component in TRIGGERERS:
             return ["triggerer", "--skip-serve-logs"]
+        if component.startswith("scheduler"):
+            return ["scheduler"]
         return [component]
 
     def _start_component(self, component: str) -> None:
@@ -203,7 +232,7 @@ class Deployment(Airflow):
         return tree
 
     def component_of(self, pid: int) -> str | None:
-        for name, process in self._processes.items():
+        for name, process in list(self._processes.items()):
             if process.poll() is None and pid in self._process_tree(process.pid):
                 return name
         return None
@@ -220,12 +249,70 @@ class Deployment(Airflow):
         self.triggerer_job_ids.pop(component, None)
 
     def ensure_running(self) -> None:
-        """Start every component that is down (say, left crashed by a scenario that failed)."""
+        """Start every component that is down (say, left crashed by a scenario that failed), and stop
+        any beyond the standard ones (a second scheduler)."""
+        self._stop_components([name for name in list(self._processes) if name not in COMPONENTS])
         for component in COMPONENTS:
             process = self._processes.get(component)
             if process is None or process.poll() is not None:
                 self._processes.pop(component, None)
                 self.start_component(component)
+
+    def stop_component(self, component: str) -> None:
+        """Stop one component gracefully (SIGTERM to its process group, then SIGKILL after a grace)."""
+        self._stop_components([component])
+        self.triggerer_job_ids.pop(component, None)
+
+    def exited(self) -> dict[str, int | None]:
+        """Components whose process has ended, with its exit code."""
+        return {
+            name: process.poll()
+            for name, process in list(self._processes.items())
+            if process.poll() is not None
+        }
+
+    @contextmanager
+    def supervised(self, interval: float = 1.0) -> Iterator[list[Restart]]:
+        """Start again any component that ends while the block runs (see the module docstring)."""
+        restarts: list[Restart] = []
+        opened = time.monotonic()
+        done = threading.Event()
+        problems: list[str] = []
+
+        def watch() -> None:
+            gone: dict[str, tuple[int | None, float]] = {}
+            while not done.wait(interval):
+                for name, code in self.exited().items():
+                    gone.setdefault(name, (code, time.monotonic() - opened))
+                if not gone or not (self.postgres.running and self.redis.running):
+                    continue
+                for name in list(gone):
+                    code, ended = gone[name]
+                    self._processes.pop(name, None)
+                    self.triggerer_job_ids.pop(name, None)
+                    try:
+                        self.start_component(name)
+                    except Exception as error:  # it may end again; the next round tries again
+                        problems.append(f"{name}: {error}"[:500])
+                        continue
+                    del gone[name]
+                    restarts.append(Restart(name, code, round(ended, 1), round(time.monotonic() - opened, 1)))
+
+        watcher = threading.Thread(target=watch, name="deployment-supervisor", daemon=True)
+        watcher.start()
+        try:
+            yield restarts
+        finally:
+            done.set()
+            watcher.join(timeout=300)
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            response = self._http.get("/api/v2/monitor/health", timeout=10)
+        except httpx.HTTPError:
+            return None
+        answer: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return answer
 
     def restart(self, component: str, *, crash: bool = False) -> None:
         if crash:
@@ -308,4 +395,4 @@ def running_services(marker: str) -> list[int]:
     return marked_processes(f"{marker}-services")
 
 
-__all__ = ["COMPONENTS", "DEPLOYMENT_SETTINGS", "Deployment", "run_deployment", "running_services"]
+__all__ = ["COMPONENTS", "DEPLOYMENT_SETTINGS", "Deployment", "Restart", "run_deployment", "running_services"]

@@ -21,6 +21,9 @@ from airflow_provider_dreamina.operators.dreamina import (
 IMAGE = "{{ var.value.dreamina_chaos_image }}"
 DESTINATION = "{{ var.value.dreamina_output_dir }}/{{ params.folder }}"
 RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=1)}
+# The pipeline's tasks are retried as in production, after longer than a broker outage lasts: while
+# Redis is down each attempt to queue a task fails a try at once (scenario g).
+PIPELINE_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay": timedelta(seconds=20)}
 COMMON: dict[str, Any] = {
     "schedule": None,
     "start_date": datetime(2026, 1, 1),
@@ -95,14 +98,12 @@ def video(prompt: str, seed: int) -> Any:
         deferrable=True,
         poll_interval=2,
         timeout=15 * 60,
-        **RETRIES,
     )
     download = DreaminaDownloadOperator(
         task_id="download",
         request_id=generate.output["request_id"],
         generation_input=generate.output,
         destination=DESTINATION,
-        **RETRIES,
     )
     return download.output
 
@@ -113,9 +114,11 @@ def publish(stored: list[list[str]]) -> list[str]:
     return [uri for uris in stored for uri in uris]
 
 
-# (d) the scheduler is restarted mid-run; (e) 30 rows while a fifth of the calls fail.
+# (d) the scheduler is restarted mid-run; (e) 30 rows while a fifth of the calls fail; (f) and (g)
+# PostgreSQL and Redis stop for a while; (i) two schedulers, one killed.
 with DAG(
     dag_id="dreamina_chaos_pipeline",
+    default_args=PIPELINE_RETRIES,
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
