@@ -23,7 +23,8 @@ API beyond the e2e harness's ``Airflow``
     triggerers heartbeat. On exit, even when the block raised, it stops every Airflow process
     (also task processes that left their group, by the e2e marker sweep), then Redis and PostgreSQL.
 ``Deployment.postgres`` / ``.redis``: the servers (``postgres.query(sql)``, ``postgres.dump()``).
-``Deployment.triggerer_job_ids``: component name -> id of its current ``TriggererJob`` row.
+``Deployment.triggerer_job_ids``: component name -> id of its current ``TriggererJob`` row;
+    ``scheduler_job_ids`` the same for schedulers started by ``start_component``.
 ``Deployment.triggerer_running(trigger_id) -> str | None``: the triggerer component that the
     database says runs a trigger (``trigger.triggerer_id``).
 ``Deployment.component_of(pid) -> str | None``: the component whose process tree holds ``pid``.
@@ -122,6 +123,8 @@ class Deployment(Airflow):
         self.redis = redis
         self.db_path = home / "no-sqlite-here"
         self.triggerer_job_ids: dict[str, int] = {}
+        # Schedulers started by ``start_component`` (not the first one, started with the others).
+        self.scheduler_job_ids: dict[str, int] = {}
         # How many "ready" lines each worker's log held when it last became ready.
         self._ready_lines: dict[str, int] = {}
 
@@ -171,12 +174,13 @@ class Deployment(Airflow):
             )
 
     def start_component(self, component: str, timeout: float = 120.0) -> None:
-        """Start one component; for a triggerer, wait for its job row and remember its id."""
-        known = self._triggerer_jobs() if component in TRIGGERERS else set()
+        """Start one component; for a triggerer or a scheduler, wait for its job row and remember its id."""
+        job_type = _job_type(component)
+        known = self._running_jobs(job_type) if job_type else set()
         self._start_component(component)
-        if component in TRIGGERERS:
-            self.triggerer_job_ids[component] = _poll(
-                lambda: next(iter(self._triggerer_jobs() - known), None),
+        if job_type:
+            job_id = _poll(
+                lambda: next(iter(self._running_jobs(job_type) - known), None),
                 timeout,
                 lambda: (
                     f"{component} registered no job within {timeout} s:\n"
@@ -184,11 +188,15 @@ class Deployment(Airflow):
                 ),
                 interval=0.3,
             )
+            ids = self.triggerer_job_ids if component in TRIGGERERS else self.scheduler_job_ids
+            ids[component] = job_id
         elif component in WORKERS:
             self._wait_for_worker(component, timeout)
 
-    def _triggerer_jobs(self) -> set[int]:
-        rows = self.postgres.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running'")
+    def _running_jobs(self, job_type: str) -> set[int]:
+        rows = self.postgres.query(
+            "SELECT id FROM job WHERE job_type = %s AND state = 'running'", (job_type,)
+        )
         return {row[0] for row in rows}
 
     def _wait_for_worker(self, component: str, timeout: float) -> None:
@@ -246,7 +254,11 @@ class Deployment(Airflow):
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        self._forget_job(component)
+
+    def _forget_job(self, component: str) -> None:
         self.triggerer_job_ids.pop(component, None)
+        self.scheduler_job_ids.pop(component, None)
 
     def ensure_running(self) -> None:
         """Start every component that is down (say, left crashed by a scenario that failed), and stop
@@ -261,7 +273,7 @@ class Deployment(Airflow):
     def stop_component(self, component: str) -> None:
         """Stop one component gracefully (SIGTERM to its process group, then SIGKILL after a grace)."""
         self._stop_components([component])
-        self.triggerer_job_ids.pop(component, None)
+        self._forget_job(component)
 
     def exited(self) -> dict[str, int | None]:
         """Components whose process has ended, with its exit code."""
@@ -289,7 +301,7 @@ class Deployment(Airflow):
                 for name in list(gone):
                     code, ended = gone[name]
                     self._processes.pop(name, None)
-                    self.triggerer_job_ids.pop(name, None)
+                    self._forget_job(name)
                     try:
                         self.start_component(name)
                     except Exception as error:  # it may end again; the next round tries again
@@ -319,7 +331,7 @@ class Deployment(Airflow):
             self.crash(component)
         else:
             self._stop_components([component])
-            self.triggerer_job_ids.pop(component, None)
+            self._forget_job(component)
         self.start_component(component)
 
     def triggerer_running(self, trigger_id: int) -> str | None:
@@ -336,6 +348,15 @@ class Deployment(Airflow):
 
     def database_bytes(self) -> bytes:
         return self.postgres.dump()
+
+
+def _job_type(component: str) -> str | None:
+    """The job row a component registers in the database, if the harness tracks it."""
+    if component in TRIGGERERS:
+        return "TriggererJob"
+    if component.startswith("scheduler"):
+        return "SchedulerJob"
+    return None
 
 
 def deployment_environment(home: Path, marker: str, postgres: Postgres, redis: Redis) -> dict[str, str]:
