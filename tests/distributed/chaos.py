@@ -51,12 +51,17 @@ def patiently(check: Callable[[], T | None], what: str, timeout: float = 60.0, i
 
 @dataclass
 class Chaos:
-    """One deployment and one emulator (reset before each scenario), and where videos are saved."""
+    """One deployment and one emulator (reset before each scenario), and where videos are saved.
+
+    ``outage_emulator`` is the RunComfy of the connection ``dreamina_outage`` (scenario h), reset
+    by that scenario only.
+    """
 
     deployment: Deployment
     emulator: EmulatorHandle
     token: str
     output_root: Path
+    outage_emulator: EmulatorHandle
 
     def trigger(self, dag_id: str, folder: str, **conf: Any) -> tuple[str, Path]:
         """Start a run saving into its own folder; returns the run id and that folder."""

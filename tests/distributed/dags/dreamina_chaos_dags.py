@@ -77,35 +77,43 @@ with DAG(dag_id="dreamina_chaos_orphan_resubmit", **COMMON):
 
 @task
 def rows(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per generation, each its own prompt and seed (so each is one distinct paid input)."""
+    """One row per generation, each its own prompt and seed (so each is one distinct paid input);
+    rows are numbered from the param ``first_row``, so that two runs can ask for different videos."""
     assert params is not None
+    first = int(params.get("first_row", 0))
     return [
         {"prompt": f"Chaos pipeline row {index}: a paper boat on a rainy street", "seed": index}
-        for index in range(int(params["count"]))
+        for index in range(first, first + int(params["count"]))
     ]
 
 
-@task_group
-def video(prompt: str, seed: int) -> Any:
-    """One row, as in the content pipeline: generate in the dreamina pool, then save."""
+def generate_and_save(prompt: str, seed: int, **generate_options: Any) -> Any:
+    """One row, as in the content pipeline: generate (deferred, polled every 2 s), then save."""
     generate = DreaminaImageToVideoOperator(
         task_id="generate",
         prompt=prompt,
         image_url=IMAGE,
         seed=seed,
-        pool="dreamina",
         wait_for_completion=True,
         deferrable=True,
         poll_interval=2,
         timeout=15 * 60,
+        **generate_options,
     )
     download = DreaminaDownloadOperator(
         task_id="download",
         request_id=generate.output["request_id"],
         generation_input=generate.output,
         destination=DESTINATION,
+        **{key: value for key, value in generate_options.items() if key == "dreamina_conn_id"},
     )
     return download.output
+
+
+@task_group
+def video(prompt: str, seed: int) -> Any:
+    """One row, as in the content pipeline: generate in the dreamina pool, then save."""
+    return generate_and_save(prompt, seed, pool="dreamina")
 
 
 @task
@@ -124,6 +132,38 @@ with DAG(
     catchup=False,
     max_active_tasks=64,
     tags=["dreamina", "chaos"],
-    params={"folder": Param("default", type="string"), "count": Param(3, type="integer", minimum=1)},
+    params={
+        "folder": Param("default", type="string"),
+        "count": Param(3, type="integer", minimum=1),
+        "first_row": Param(0, type="integer", minimum=0),
+    },
 ):
     publish(video.expand_kwargs(rows()))
+
+
+# (h) RunComfy is down for five minutes. This pipeline has a RunComfy of its own (the connection
+# `dreamina_outage`, another emulator), so that the outage touches nothing else; its tries are
+# spaced so that submits refused for the last phase of the outage are tried again after it.
+OUTAGE_CONN_ID = "dreamina_outage"
+
+
+@task_group
+def outage_video(prompt: str, seed: int) -> Any:
+    return generate_and_save(prompt, seed, dreamina_conn_id=OUTAGE_CONN_ID)
+
+
+with DAG(
+    dag_id="dreamina_chaos_outage",
+    default_args={"retries": 4, "retry_delay": timedelta(seconds=30)},
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_tasks=64,
+    tags=["dreamina", "chaos"],
+    params={
+        "folder": Param("default", type="string"),
+        "count": Param(3, type="integer", minimum=1),
+        "first_row": Param(0, type="integer", minimum=0),
+    },
+):
+    publish(outage_video.expand_kwargs(rows()))
