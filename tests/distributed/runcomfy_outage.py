@@ -4,7 +4,8 @@ The outage lasts five minutes, and scenario h spends them waiting. So that ``mak
 stays short, the session begins it before its first scenario (``conftest.py``, fixture
 ``runcomfy_outage``) and the scenarios that run meanwhile are those that neither stop PostgreSQL or
 Redis nor depend on scenario h's RunComfy (it has its own emulator, the connection
-``dreamina_outage``, and the default pool). ``test_runcomfy_outage.py`` then waits for the rest and
+``dreamina_outage``, and a pool of three slots, ``dreamina_outage``, so that its retries leave most
+worker slots to the others). ``test_runcomfy_outage.py`` then waits for the rest and
 asserts. Run alone, the test begins and ends it.
 """
 
@@ -35,12 +36,13 @@ class RunComfyOutage:
     outage: dict[str, object] = field(default_factory=dict)
     #: Seconds into the refused phase at which the five submits' run was triggered.
     submits_began: float | None = None
-    began_at: float = 0.0
+    #: Epoch seconds, to compare with the runs' end dates.
+    began_epoch: float = 0.0
     _submitter: threading.Thread | None = None
     _problem: BaseException | None = None
 
     def begin(self) -> None:
-        self.began_at = time.monotonic()
+        self.began_epoch = time.time()
         emulator = self.chaos.outage_emulator
         emulator.reset()
         emulator.configure(queue_seconds=0.5, output_bytes=5_000_000)
@@ -73,12 +75,11 @@ class RunComfyOutage:
         except BaseException as error:  # reported by finish(), in the test
             self._problem = error
 
-    def wait_until_over(self) -> float:
-        """Wait for the outage to end and the emulator to answer; returns time.monotonic() then."""
+    def wait_until_over(self) -> None:
+        """Wait for the outage to end and the emulator to answer."""
         assert self._submitter is not None, "the scenario was not begun"
         time.sleep(max(0.0, float(self.outage["ends_at"]) - time.time()))  # type: ignore[arg-type]
         self._submitter.join(timeout=180)
         if self._problem is not None:
             raise self._problem
         self.chaos.outage_emulator.wait_until_up(timeout=60)
-        return time.monotonic()

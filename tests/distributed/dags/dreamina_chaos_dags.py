@@ -105,7 +105,7 @@ def generate_and_save(prompt: str, seed: int, **generate_options: Any) -> Any:
         request_id=generate.output["request_id"],
         generation_input=generate.output,
         destination=DESTINATION,
-        **{key: value for key, value in generate_options.items() if key == "dreamina_conn_id"},
+        **{key: value for key, value in generate_options.items() if key in ("dreamina_conn_id", "pool")},
     )
     return download.output
 
@@ -142,14 +142,16 @@ with DAG(
 
 
 # (h) RunComfy is down for five minutes. This pipeline has a RunComfy of its own (the connection
-# `dreamina_outage`, another emulator), so that the outage touches nothing else; its tries are
-# spaced so that submits refused for the last phase of the outage are tried again after it.
+# `dreamina_outage`, another emulator) and a pool of its own (a few worker slots: the waits hold none
+# while deferred), so that the outage runs beside other scenarios; its tries are spaced so that
+# submits refused for the last phase of the outage are tried again after it.
 OUTAGE_CONN_ID = "dreamina_outage"
+OUTAGE_POOL = "dreamina_outage"
 
 
 @task_group
 def outage_video(prompt: str, seed: int) -> Any:
-    return generate_and_save(prompt, seed, dreamina_conn_id=OUTAGE_CONN_ID)
+    return generate_and_save(prompt, seed, dreamina_conn_id=OUTAGE_CONN_ID, pool=OUTAGE_POOL)
 
 
 with DAG(
