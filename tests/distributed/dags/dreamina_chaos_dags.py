@@ -141,31 +141,40 @@ with DAG(
     publish(video.expand_kwargs(rows()))
 
 
-# (h) RunComfy is down for five minutes. This pipeline has a RunComfy of its own (the connection
-# `dreamina_outage`, another emulator) and a pool of its own (a few worker slots: the waits hold none
-# while deferred), so that the outage runs beside other scenarios; its tries are spaced so that
-# submits refused for the last phase of the outage are tried again after it.
+# (h) RunComfy is down for five minutes. These two pipelines have a RunComfy of their own (the
+# connection `dreamina_outage`, another emulator), so that the outage runs beside other scenarios.
+# The waits must ride the outage out: their generations have no retry at all. The submits begin
+# while connections are refused: their tries are spaced so that they are tried again after it.
 OUTAGE_CONN_ID = "dreamina_outage"
-OUTAGE_POOL = "dreamina_outage"
+OUTAGE_PARAMS = {
+    "folder": Param("default", type="string"),
+    "count": Param(3, type="integer", minimum=1),
+    "first_row": Param(0, type="integer", minimum=0),
+}
 
 
 @task_group
-def outage_video(prompt: str, seed: int) -> Any:
-    return generate_and_save(prompt, seed, dreamina_conn_id=OUTAGE_CONN_ID, pool=OUTAGE_POOL)
+def waiting_video(prompt: str, seed: int) -> Any:
+    return generate_and_save(prompt, seed, dreamina_conn_id=OUTAGE_CONN_ID, retries=0)
 
 
-with DAG(
-    dag_id="dreamina_chaos_outage",
-    default_args={"retries": 4, "retry_delay": timedelta(seconds=30)},
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_tasks=64,
-    tags=["dreamina", "chaos"],
-    params={
-        "folder": Param("default", type="string"),
-        "count": Param(3, type="integer", minimum=1),
-        "first_row": Param(0, type="integer", minimum=0),
-    },
+@task_group
+def submitted_video(prompt: str, seed: int) -> Any:
+    return generate_and_save(prompt, seed, dreamina_conn_id=OUTAGE_CONN_ID)
+
+
+for dag_id, group in (
+    ("dreamina_chaos_outage_waits", waiting_video),
+    ("dreamina_chaos_outage_submits", submitted_video),
 ):
-    publish(outage_video.expand_kwargs(rows()))
+    with DAG(
+        dag_id=dag_id,
+        default_args={"retries": 4, "retry_delay": timedelta(seconds=30)},
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_tasks=64,
+        tags=["dreamina", "chaos"],
+        params=OUTAGE_PARAMS,
+    ):
+        publish(group.expand_kwargs(rows()))
