@@ -289,7 +289,6 @@ class Deployment(Airflow):
         restarts: list[Restart] = []
         opened = time.monotonic()
         done = threading.Event()
-        problems: list[str] = []
 
         def watch() -> None:
             gone: dict[str, tuple[int | None, float]] = {}
@@ -298,14 +297,19 @@ class Deployment(Airflow):
                     gone.setdefault(name, (code, time.monotonic() - opened))
                 if not gone or not (self.postgres.running and self.redis.running):
                     continue
-                for name in list(gone):
+                # All at once, as an orchestrator would; the triggerers last and one after the
+                # other, so that each new job row is known to be whose (start_component waits).
+                for name in sorted(gone, key=lambda name: name in TRIGGERERS):
                     code, ended = gone[name]
                     self._processes.pop(name, None)
                     self._forget_job(name)
                     try:
-                        self.start_component(name)
-                    except Exception as error:  # it may end again; the next round tries again
-                        problems.append(f"{name}: {error}"[:500])
+                        if name in TRIGGERERS:
+                            self.start_component(name)
+                        else:
+                            self._start_component(name)
+                    except Exception as error:  # it may end again: the next round starts it again
+                        print(f"supervisor: {name} did not start ({error})"[:2000], file=sys.stderr)
                         continue
                     del gone[name]
                     restarts.append(Restart(name, code, round(ended, 1), round(time.monotonic() - opened, 1)))
