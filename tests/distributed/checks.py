@@ -92,13 +92,18 @@ def leftovers(folder: Path) -> list[str]:
     )
 
 
-def partial_bytes(folder: Path) -> int:
-    """Bytes in the downloads' partial (not yet renamed) files so far."""
-    total = 0
+def partial_files(folder: Path) -> dict[str, int]:
+    """Size of each of the downloads' partial (not yet renamed) files so far."""
+    sizes = {}
     for name in leftovers(folder):
         with suppress(FileNotFoundError):  # renamed into place meanwhile
-            total += (folder / name).stat().st_size
-    return total
+            sizes[name] = (folder / name).stat().st_size
+    return sizes
+
+
+def partial_bytes(folder: Path) -> int:
+    """Bytes in the downloads' partial (not yet renamed) files so far."""
+    return sum(partial_files(folder).values())
 
 
 def assert_nothing_partial(folder: Path) -> None:

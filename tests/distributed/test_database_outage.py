@@ -18,7 +18,7 @@ from tests.distributed.checks import (
     assert_every_paid_output_saved,
     assert_nothing_partial,
     assert_token_nowhere,
-    partial_bytes,
+    partial_files,
     payments,
 )
 
@@ -31,6 +31,8 @@ WAITING, STREAMING = 8, 2
 # The first two requests finish at once with big outputs, sent slowly: they stream through the outage.
 BIG_OUTPUT_BYTES = 120_000_000
 THROTTLE_BYTES_PER_SECOND = 2_000_000
+# A download is streaming once its partial file holds this much.
+STREAMED_BYTES = 1_000_000
 # The other eight are still rendering when the database stops, and finish while it is away.
 RUN_SECONDS = 25
 # Healthy as the API server reports it: every scheduler, triggerer and DAG processor heartbeats.
@@ -53,14 +55,17 @@ def test_postgres_away_for_thirty_seconds_loses_nothing_and_pays_nothing_twice(
     run_id, folder = chaos.trigger(DAG_ID, "database-outage", count=rows)
 
     def in_position() -> bool:
+        streaming = [size for size in partial_files(folder).values() if size >= STREAMED_BYTES]
         return (
-            chaos.states(DAG_ID, run_id, GENERATE).count("deferred") == WAITING
-            and chaos.states(DAG_ID, run_id, DOWNLOAD).count("running") == STREAMING
-            and partial_bytes(folder) >= 4_000_000
+            len(streaming) == STREAMING
+            and chaos.states(DAG_ID, run_id, GENERATE).count("deferred") == WAITING
         )
 
     wait_for(in_position, "8 generations deferred and 2 downloads streaming", timeout=180, interval=0.5)
-    at_stop = {"bytes_on_disk": partial_bytes(folder), "submissions": emulator.counters()["submissions"]}
+    at_stop = {
+        "partial_files": sorted(partial_files(folder).values()),
+        "submissions": emulator.counters()["submissions"],
+    }
 
     with deployment.supervised() as restarts:
         stopped = time.monotonic()
@@ -81,7 +86,7 @@ def test_postgres_away_for_thirty_seconds_loses_nothing_and_pays_nothing_twice(
         rows=rows,
         seconds_down=round(back - stopped, 1),
         submissions_at_stop=at_stop["submissions"],
-        bytes_on_disk_at_stop=at_stop["bytes_on_disk"],
+        partial_file_bytes_at_stop=at_stop["partial_files"],
         seconds_from_back_to_healthy=round(healthy, 1),
         seconds_from_back_to_success=round(ended, 1),
         components_restarted=[vars(restart) for restart in restarts],
