@@ -24,7 +24,7 @@ from tests.distributed.checks import (
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
 DAG_ID = "dreamina_chaos_pipeline"
-GENERATE, DOWNLOAD = "video.generate", "video.download"
+GENERATE = "video.generate"
 DOWN_SECONDS = 30
 # Twice the workers' task slots: half the generations run, the other half wait in the broker.
 ROWS = 16

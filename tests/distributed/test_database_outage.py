@@ -25,7 +25,7 @@ from tests.distributed.checks import (
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
 DAG_ID = "dreamina_chaos_pipeline"
-GENERATE, DOWNLOAD = "video.generate", "video.download"
+GENERATE = "video.generate"
 DOWN_SECONDS = 30
 WAITING, STREAMING = 8, 2
 # The first two requests finish at once with big outputs, sent slowly: they stream through the outage.
