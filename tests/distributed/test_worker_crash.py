@@ -61,6 +61,7 @@ def test_killing_the_worker_mid_download_leaves_the_retry_to_save_it_whole(
         download_tries=len(tries),
         submissions=paid.submissions,
         leftovers_after_retry=leftovers(folder),
+        **chaos.run_figures(DAG_ID, run_id),
     )
     assert paid.submissions == 1
     saved = assert_every_paid_output_saved(emulator, folder)
