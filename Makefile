@@ -3,28 +3,37 @@ PYTHON ?= python3
 AIRFLOW_VERSION ?= 3.3.2
 # The oldest Airflow the provider supports; `make test-min` runs the unit tests on it.
 AIRFLOW_MIN_VERSION ?= 3.1.8
+# The 3.2 line; `make test-3.2` runs the unit tests on it.
+AIRFLOW_32_VERSION ?= 3.2.2
 
 VENV := .venv
 VENV_MIN := .venv-min
+VENV_32 := .venv-3.2
 BIN := $(VENV)/bin
 BIN_MIN := $(VENV_MIN)/bin
+BIN_32 := $(VENV_32)/bin
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 # Tests and the demo never touch ~/airflow.
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help install test lint typecheck unit test-min demo demo-ui e2e test-browser test-distributed bench clean
+.PHONY: help install test lint typecheck unit test-min test-3.2 dist check-dist demo demo-ui e2e test-browser test-distributed bench docs clean
 
 help:
 	@echo "make demo      run an example DAG end to end against the local RunComfy emulator"
 	@echo "make demo-ui   the Airflow UI with the example DAGs and the emulator, until Ctrl-C"
 	@echo "make test      ruff, mypy and every test (unit, emulator, end-to-end)"
+	@echo "make unit      the fast inner loop: every test but the end-to-end ones"
 	@echo "make e2e       only the end-to-end tests (real scheduler, triggerer, API server)"
 	@echo "make test-browser  the gallery and review in headless Chromium (apt-get install chromium)"
 	@echo "make test-distributed  chaos scenarios on PostgreSQL, Redis, Celery and two triggerers"
 	@echo "make test-min  unit tests on the oldest supported Airflow ($(AIRFLOW_MIN_VERSION))"
+	@echo "make test-3.2  unit tests on Airflow $(AIRFLOW_32_VERSION)"
+	@echo "make dist      the wheel and the sdist in dist/, checked by twine"
+	@echo "make check-dist  the built wheel in a clean virtualenv: provider, gallery, example DAGs"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
+	@echo "make docs      the documentation site, warnings as errors, into docs/_build/html"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,12 +54,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The fast inner loop: no Airflow processes are started (the emulator and small HTTP servers are).
+unit: install
+	$(BIN)/pytest -m "not e2e and not browser and not distributed"
+
 # The browser tests run in their own target (test-browser), once; the distributed chaos scenarios
 # need their own extra and run with `make test-distributed`.
-unit: install
-	$(BIN)/pytest -m "not browser and not distributed"
-
-test: lint typecheck unit
+test: lint typecheck unit e2e
 
 $(BIN_MIN)/python:
 	$(PYTHON) -m venv $(VENV_MIN)
@@ -63,6 +73,28 @@ $(VENV_MIN)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_MIN_VERSION
 test-min: $(VENV_MIN)/.installed
 	$(BIN_MIN)/pytest -m "not e2e and not distributed"
 
+$(BIN_32)/python:
+	$(PYTHON) -m venv $(VENV_32)
+
+$(VENV_32)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_32_VERSION).txt | $(BIN_32)/python
+	$(BIN_32)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN_32)/python -m pip install $(PIP_FLAGS) -e ".[test]" -c constraints/airflow-$(AIRFLOW_32_VERSION).txt
+	touch $@
+
+test-3.2: $(VENV_32)/.installed
+	$(BIN_32)/pytest -m "not e2e and not distributed"
+
+# The release artifacts: a wheel with the package only, and an sdist to rebuild and test from.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The built wheel (not the source tree) in a clean virtualenv with the constraints, as a user
+# installs it: Airflow lists the provider, shows the gallery and parses every example DAG.
+check-dist: dist
+	$(BIN)/python scripts/check_dist.py --constraints constraints/airflow-$(AIRFLOW_VERSION).txt
+
 # One run of dreamina_image_to_video against the emulator; prints where the video and manifest are.
 demo: install
 	$(BIN)/python scripts/demo.py
@@ -73,7 +105,7 @@ demo-ui: install
 
 # Only the end-to-end tests (a real scheduler, triggerer, dag processor and API server).
 e2e: install
-	$(BIN)/pytest -m e2e tests/e2e
+	$(BIN)/pytest -m "e2e and not browser" tests/e2e
 
 # The gallery and the review in a real Airflow, driven in headless Chromium (Debian's `chromium`;
 # without it the tests skip and say how to get it). Screenshots go to test-artifacts/browser/.
@@ -90,6 +122,17 @@ $(VENV)/.installed-distributed: $(VENV)/.installed
 DISTRIBUTED ?= tests/distributed
 test-distributed: $(VENV)/.installed-distributed
 	$(BIN)/pytest -m distributed $(DISTRIBUTED) -rxX
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev,docs]" -c constraints/airflow-$(AIRFLOW_VERSION).txt
+	touch $@
+
+# The documentation site: every warning is an error (-W), and every cross-reference inside it must
+# resolve (-n). The pages open from docs/_build/html/index.html; nothing is fetched from the network.
+docs: $(VENV)/.installed-docs
+	rm -rf docs/_build
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "The documentation is in docs/_build/html/index.html"
 
 # All five benchmarks (under 15 minutes on 2 cores); each prints its table and writes its section
 # of BENCHMARKS.md, and the run's timings go into its summary.
@@ -114,4 +157,4 @@ bench-video: install
 	$(BIN)/python benchmarks/video.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(VENV_MIN) $(VENV_32) .airflow .airflow-demo demo-output .pytest_cache .mypy_cache .ruff_cache dist build docs/_build

@@ -7,25 +7,44 @@ of them ever contains the API token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from airflow_provider_dreamina.models import RequestResult
+
+
+_BY_CODE: dict[str, type[DreaminaError]] = {}
 
 
 class DreaminaError(Exception):
     """Base class of every error raised by the Dreamina provider.
 
     ``retryable`` is a property of the class, never of one instance: where a failure can be either
-    transient or final, there are two classes.
+    transient or final, there are two classes. ``code`` names the class for good: a trigger event
+    stored in Airflow's database names its error by code (see :func:`error_class`), so renaming a
+    class never changes what an event already stored means.
     """
 
     #: Whether running the same task again may succeed without the user changing anything.
-    retryable: bool = False
+    retryable: ClassVar[bool] = False
+    #: The class's stable name in trigger events; every class declares its own.
+    code: ClassVar[str] = "error"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        code = cls.__dict__.get("code")
+        if code is None:
+            return  # a user's subclass without a code of its own is revived as its nearest parent
+        known = _BY_CODE.get(code)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"{cls.__name__} reuses the code {code!r} of {known.__name__}")
+        _BY_CODE[code] = cls
 
 
 class DreaminaInvalidInputError(DreaminaError):
     """The input breaks a rule of the Dreamina schema; raised before any money is spent."""
+
+    code = "invalid_input"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -40,6 +59,8 @@ class DreaminaImageRefusedError(DreaminaInvalidInputError):
     the source, never what the file system or the network would have revealed.
     """
 
+    code = "image_refused"
+
     def __init__(self, message: str) -> None:
         super().__init__(message, field="image_urls")
 
@@ -47,9 +68,13 @@ class DreaminaImageRefusedError(DreaminaInvalidInputError):
 class DreaminaConfigurationError(DreaminaError):
     """The Airflow connection is incomplete or malformed (for example, it has no API token)."""
 
+    code = "configuration"
+
 
 class DreaminaAPIError(DreaminaError):
     """RunComfy answered with an error."""
+
+    code = "api"
 
     def __init__(
         self,
@@ -78,23 +103,33 @@ class DreaminaUnreadableAnswerError(DreaminaAPIError):
     expected shape. After a paid submit this becomes :class:`DreaminaSubmitUncertainError` instead.
     """
 
+    code = "unreadable_answer"
+
     retryable = True
 
 
 class DreaminaAuthError(DreaminaAPIError):
     """The API token is missing, expired, revoked, or lacks permission."""
 
+    code = "auth"
+
 
 class DreaminaInsufficientBalanceError(DreaminaAPIError):
     """The RunComfy account cannot pay for the generation."""
+
+    code = "insufficient_balance"
 
 
 class DreaminaNotFoundError(DreaminaAPIError):
     """The request id (or model id) is unknown to RunComfy, or has expired."""
 
+    code = "not_found"
+
 
 class DreaminaRejectedInputError(DreaminaAPIError, DreaminaInvalidInputError):
     """RunComfy refused the input (HTTP 400 or 422); nothing was created."""
+
+    code = "rejected_input"
 
     def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
         DreaminaAPIError.__init__(self, message, **kwargs)
@@ -103,6 +138,8 @@ class DreaminaRejectedInputError(DreaminaAPIError, DreaminaInvalidInputError):
 
 class DreaminaRateLimitError(DreaminaAPIError):
     """RunComfy answered 429 more often than the hook was allowed to retry."""
+
+    code = "rate_limited"
 
     retryable = True
 
@@ -114,11 +151,15 @@ class DreaminaRateLimitError(DreaminaAPIError):
 class DreaminaServerError(DreaminaAPIError):
     """RunComfy failed with a 5xx (or error_code 500001) on every attempt."""
 
+    code = "server"
+
     retryable = True
 
 
 class DreaminaConnectionError(DreaminaError):
     """RunComfy could not be reached, or stopped answering, on every attempt."""
+
+    code = "connection"
 
     retryable = True
 
@@ -129,6 +170,8 @@ class DreaminaSubmitUncertainError(DreaminaError):
     Resending could pay for the same video twice, so the hook never does it on its own.
     """
 
+    code = "submit_uncertain"
+
     def __init__(self, message: str, *, model_id: str) -> None:
         super().__init__(message)
         self.model_id = model_id
@@ -136,6 +179,8 @@ class DreaminaSubmitUncertainError(DreaminaError):
 
 class DreaminaRequestError(DreaminaError):
     """A request reached a state that is not success; carries what RunComfy reported."""
+
+    code = "request"
 
     def __init__(self, message: str, *, request_id: str, result: RequestResult | None = None) -> None:
         super().__init__(message)
@@ -146,13 +191,19 @@ class DreaminaRequestError(DreaminaError):
 class DreaminaRequestFailedError(DreaminaRequestError):
     """The generation ran and failed."""
 
+    code = "request_failed"
+
 
 class DreaminaRequestCancelledError(DreaminaRequestError):
     """The request was cancelled before it produced anything."""
 
+    code = "request_cancelled"
+
 
 class DreaminaTimeoutError(DreaminaRequestError):
     """Waiting for the request took longer than the deadline allowed."""
+
+    code = "timeout"
 
     retryable = True
 
@@ -160,15 +211,21 @@ class DreaminaTimeoutError(DreaminaRequestError):
 class DreaminaWaitError(DreaminaRequestError):
     """Waiting for a request stopped on an error that running the task again may not cure."""
 
+    code = "wait"
+
 
 class DreaminaTransientWaitError(DreaminaWaitError):
     """Waiting for a request stopped after more transient errors in a row than its budget allows."""
+
+    code = "transient_wait"
 
     retryable = True
 
 
 class DreaminaDownloadError(DreaminaError):
     """An output could not be saved (refused host, size limit, unwritable target)."""
+
+    code = "download"
 
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
@@ -178,6 +235,8 @@ class DreaminaDownloadError(DreaminaError):
 class DreaminaDownloadInterruptedError(DreaminaDownloadError):
     """A transfer kept breaking off; running the task again resumes or restarts it."""
 
+    code = "download_interrupted"
+
     retryable = True
 
 
@@ -186,6 +245,8 @@ class DreaminaInvalidVideoError(DreaminaDownloadError):
 
     Retryable: a CDN answering with an error page or cutting a body short usually does not do it twice.
     """
+
+    code = "invalid_video"
 
     retryable = True
 
@@ -197,11 +258,15 @@ class DreaminaDestinationFullError(DreaminaDownloadError):
     saves the output.
     """
 
+    code = "destination_full"
+
     retryable = True
 
 
 class DreaminaVideoIndexTooLargeError(DreaminaInvalidVideoError):
     """A video's index (its ``moov`` box) is larger than the provider reads: the same file fails again."""
+
+    code = "video_index_too_large"
 
     retryable = False
 
@@ -211,6 +276,8 @@ class DreaminaSpendLimitError(DreaminaError):
 
     Not retryable: the balance, the price and the limit do not change by running the task again.
     """
+
+    code = "spend_limit"
 
     def __init__(
         self,
@@ -229,24 +296,41 @@ class DreaminaSpendLimitError(DreaminaError):
 class DreaminaBalanceReserveError(DreaminaSpendLimitError):
     """The balance would fall below ``min_balance_usd`` after this generation."""
 
+    code = "balance_reserve"
+
 
 class DreaminaBudgetExceededError(DreaminaSpendLimitError):
     """A batch would cost more than its budget, or more than the balance can pay."""
 
-
-#: Old names: the provider calls every generation on RunComfy a *request*.
-DreaminaJobFailedError = DreaminaRequestFailedError
-DreaminaJobCancelledError = DreaminaRequestCancelledError
+    code = "budget_exceeded"
 
 
 class DreaminaStateError(DreaminaError):
-    """The task's record of its paid request could not be read or written.
+    """The task's record of its paid request could not be read: it is never taken for "no record".
 
-    Raised before a paid submit, nothing was paid for: running the task again is safe.
+    Not retryable: whether an earlier try paid is unknown until a person looks (the message says
+    where the record is and how to submit anew on purpose).
     """
 
+    code = "state"
+
+
+class DreaminaStateWriteError(DreaminaStateError):
+    """The intent could not be recorded before the paid submit: nothing was paid, running again is safe."""
+
+    code = "state_write"
     retryable = True
 
 
 class DreaminaOrphanedSubmitError(DreaminaError):
     """An earlier try recorded its intent to pay but never the request id: it may have paid."""
+
+    code = "orphaned_submit"
+
+
+_BY_CODE["error"] = DreaminaError
+
+
+def error_class(code: object) -> type[DreaminaError] | None:
+    """The error class a stable ``code`` names; None for a code this provider does not know."""
+    return _BY_CODE.get(code) if isinstance(code, str) else None

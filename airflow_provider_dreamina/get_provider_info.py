@@ -93,6 +93,15 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Download deadline per output (seconds)",
                         "schema": {"type": ["number", "null"], "default": 3600},
                     },
+                    "max_error_seconds": {
+                        "label": "Outage tolerance while waiting (seconds)",
+                        "schema": {"type": ["number", "null"], "minimum": 0, "default": 900},
+                        "description": (
+                            "How long a wait rides out transient errors (5xx, 429, resets, timeouts) "
+                            "while the paid generation runs on; a task's max_error_seconds takes "
+                            "precedence."
+                        ),
+                    },
                     "timeout": {
                         "label": "Read timeout (seconds)",
                         "schema": {"type": ["number", "null"], "default": 30},
@@ -137,12 +146,8 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_dreamina.links.DreaminaOutputLink",
             "airflow_provider_dreamina.links.DreaminaGalleryLink",
         ],
-        # The "Dreamina videos" gallery in the Airflow UI (Airflow loads provider plugins when
-        # [core] lazy_discover_providers is False; see the README's "Gallery" section).
-        "plugins": [
-            {
-                "name": "dreamina_gallery",
-                "plugin-class": "airflow_provider_dreamina.plugins.plugin.DreaminaGalleryPlugin",
-            }
-        ],
+        # No "plugins" here: the gallery is registered through the `airflow.plugins` entry point,
+        # which Airflow loads with its default configuration; listing it here too would make Airflow
+        # skip it as "already registered" (and report that as a plugin import error) whenever
+        # [core] lazy_discover_providers is False.
     }

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airflow_provider_dreamina.defaults import DEFAULT_MODEL_ID as DEFAULT_MODEL_ID
+from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND as FRAMES_PER_SECOND
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,13 @@ log = logging.getLogger(__name__)
 
 PROMPT_MAX_CHARS = 800
 FRAME_COUNTS = (121, 241)
-FRAMES_PER_SECOND = 24
 
 # Answers come from the network: every field that reaches a log line, an XCom or a trigger event
 # is bounded here, whatever RunComfy (or anything pretending to be it) sends.
 #: What a RunComfy request id may look like; dots are allowed inside an id, but an id of dots
 #: alone would walk up the URL path, and a newline would forge log lines.
 REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
+_REQUEST_ID_RULE = "1 to 200 letters, digits, '-', '_', '.', ':'; not dots alone"
 #: Status words, outcomes and similar single words are cut to this many characters.
 WORD_MAX_CHARS = 100
 #: A failure reason is cut to this many characters.
@@ -88,6 +89,25 @@ _STATE_WORDS = {
     "cancelled": RequestState.CANCELLED,
     "canceled": RequestState.CANCELLED,
 }
+
+
+def is_request_id(value: object) -> bool:
+    """Whether ``value`` is a request id RunComfy could have issued (the one rule, everywhere)."""
+    return isinstance(value, str) and REQUEST_ID_PATTERN.match(value) is not None
+
+
+def check_request_id(request_id: object) -> str:
+    """``request_id`` if it is one RunComfy could have issued; raises naming the rule otherwise.
+
+    Checked before an id is logged, pushed to XCom, stored for a later try or put in a URL.
+    """
+    if not is_request_id(request_id):
+        shown = repr(request_id)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise DreaminaInvalidInputError(
+            f"request_id {shown} is not a RunComfy request id ({_REQUEST_ID_RULE})", field="request_id"
+        )
+    return str(request_id)
 
 
 def _invalid_input_from(error: ValidationError) -> DreaminaInvalidInputError:
@@ -225,10 +245,8 @@ class _Answer(BaseModel):
     @classmethod
     def _check_request_id(cls, value: Any) -> Any:
         # Checked before the id is logged, pushed to XCom or stored for a later try.
-        if not isinstance(value, str) or not REQUEST_ID_PATTERN.match(value):
-            raise ValueError(
-                "request_id is not a RunComfy request id (1 to 200 letters, digits, '-', '_', '.', ':')"
-            )
+        if not is_request_id(value):
+            raise ValueError(f"request_id is not a RunComfy request id ({_REQUEST_ID_RULE})")
         return value
 
     @field_validator("status", "outcome", mode="before", check_fields=False)
@@ -392,13 +410,13 @@ class RequestResult(_Answer):
         return f"{kind}: {message}" if kind and message else str(message or kind or self.error)
 
     @property
-    def duration_seconds(self) -> float | None:
+    def generation_seconds(self) -> float | None:
         if self.created_at and self.finished_at:
             return (self.finished_at - self.created_at).total_seconds()
         return None
 
     def to_event(self) -> dict[str, Any]:
-        """The whole answer as JSON, for a trigger event; :meth:`model_validate` reads it back.
+        """The whole answer as JSON, for a trigger event; ``model_validate`` reads it back.
 
         Fields this provider does not know are kept only while the event stays under
         ``EVENT_MAX_CHARS``: a trigger event is a database row.
@@ -527,7 +545,7 @@ class GenerationRecord(BaseModel):
     """One generation: what was asked for and what RunComfy answered, as XCom carries it.
 
     The submit operator and the sensor return it (as JSON); the download operator reads it back
-    with :meth:`coerce`. ``cost`` repeats ``cost_usd`` for one release (its old name).
+    with :meth:`coerce`.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -539,17 +557,10 @@ class GenerationRecord(BaseModel):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     #: Seconds from creation to finish, as RunComfy reported them (not the video's length).
-    duration_seconds: float | None = None
+    generation_seconds: float | None = None
     cost_usd: float | None = None
     error: str | None = None
     input: GenerationInput | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _old_cost_key(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "cost_usd" not in data and "cost" in data:
-            data = {**data, "cost_usd": data["cost"]}
-        return data
 
     @classmethod
     def of(cls, result: RequestResult, generation: GenerationInput | None = None) -> GenerationRecord:
@@ -560,7 +571,7 @@ class GenerationRecord(BaseModel):
             output_urls=result.output_urls,
             created_at=result.created_at,
             finished_at=result.finished_at,
-            duration_seconds=result.duration_seconds,
+            generation_seconds=result.generation_seconds,
             cost_usd=result.cost,
             error=result.error_message,
             input=generation,
@@ -568,7 +579,7 @@ class GenerationRecord(BaseModel):
 
     def to_xcom(self) -> dict[str, Any]:
         """The record as a JSON-safe dict (never output bytes, never inline image data)."""
-        return {**self.model_dump(mode="json"), "cost": self.cost_usd}
+        return self.model_dump(mode="json")
 
     @classmethod
     def coerce(cls, value: Any) -> GenerationRecord | GenerationInput | None:

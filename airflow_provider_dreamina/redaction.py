@@ -17,6 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 # and a scheme is at most 32 characters: linear time on any text, however hostile.
 _URL_WITH_QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s?#'\"<>]*)(?:[?#][^\s'\"<>]*)?")
 MASK = "***"
+# A piece of a secret shorter than this at the end of a cut text is left: it tells next to nothing,
+# and masking shorter pieces would mask ordinary words that happen to start the same way.
+_PIECE_MIN_CHARS = 8
 # How deep scrub_exception looks into lists and dicts; answers are depth-checked far below this.
 _SCRUB_DEPTH = 64
 
@@ -27,18 +30,22 @@ def url_without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-#: The name the public API has always had (the download manifest's ``source_url`` uses it).
-output_url_without_query = url_without_query
-
-
 def without_queries(text: str) -> str:
     """``text`` with the query string of every URL in it removed."""
     return _URL_WITH_QUERY.sub(r"\1", text)
 
 
 def without_secret(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` masked."""
-    return text.replace(secret, MASK) if secret else text
+    """``text`` with every occurrence of ``secret`` masked, and the start of it that a cut may
+    have left at the end (before a ``...`` that marks the cut, if any)."""
+    if not secret or not text:
+        return text
+    text = text.replace(secret, MASK)
+    body = text.rstrip(".\u2026")
+    for size in range(min(len(secret) - 1, len(body)), _PIECE_MIN_CHARS - 1, -1):
+        if body.endswith(secret[:size]):
+            return body[:-size] + MASK + text[len(body) :]
+    return text
 
 
 def scrub_exception(error: BaseException, secret: str | None) -> BaseException:
@@ -52,7 +59,7 @@ def scrub_exception(error: BaseException, secret: str | None) -> BaseException:
         return error
 
     def mask(text: str) -> str:
-        return text.replace(secret, MASK)
+        return without_secret(text, secret)
 
     seen: set[int] = set()
     current: BaseException | None = error
@@ -60,19 +67,14 @@ def scrub_exception(error: BaseException, secret: str | None) -> BaseException:
         seen.add(id(current))
         current.args = tuple(map_strings(arg, mask) for arg in current.args)
         for name, value in list(vars(current).items()):
-            if _holds(value, secret):
-                vars(current)[name] = map_strings(value, mask)
+            try:
+                masked = map_strings(value, mask)
+            except Exception:  # a value that cannot be rebuilt cannot be checked: drop it
+                masked = None
+            if masked is not value:
+                vars(current)[name] = masked
         current = current.__cause__ or current.__context__
     return error
-
-
-def _holds(value: Any, secret: str) -> bool:
-    if isinstance(value, str):
-        return secret in value
-    try:
-        return secret in repr(value)
-    except Exception:  # a repr that fails cannot be checked: clean it anyway
-        return True
 
 
 def map_strings(value: Any, change: Callable[[str], str], depth: int = 0) -> Any:

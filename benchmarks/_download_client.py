@@ -84,7 +84,7 @@ class _Operator:
     def __init__(self) -> None:
         from airflow.sdk.lineage import get_hook_lineage_collector
 
-        from airflow_provider_dreamina import transfer
+        from airflow_provider_dreamina.outputs import transfer
 
         # Airflow loads plugins and provider asset factories when the hook-lineage collector is
         # first used (about 0.5 s and 15 MiB, once per task process): no part of a download.

@@ -37,8 +37,8 @@ import httpx
 from airflow_provider_dreamina.emulator import run_emulator
 from airflow_provider_dreamina.emulator.render import RenderRequest, render
 from airflow_provider_dreamina.emulator.settings import DEFAULT_LONG_SIDE, MODEL_ID
-from airflow_provider_dreamina.video import VideoInspector, inspect_file
-from airflow_provider_dreamina.video_decode import decode_all, write_poster
+from airflow_provider_dreamina.outputs.decode import decode_all, write_poster
+from airflow_provider_dreamina.outputs.video import VideoInspector, inspect_file
 
 IMAGE = common.ROOT / "example_dags" / "data" / "lighthouse.png"
 FRAMES = (121, 241)

@@ -14,34 +14,29 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 
-from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
-
 DAILY_VIDEOS = Asset(name="dreamina_daily_videos", uri="dreamina://videos/daily")
 
 
+# [START howto_dreamina_asset_consumer]
 @task
 def summarize(*, triggering_asset_events: Any = None) -> dict[str, Any]:
-    from airflow_provider_dreamina.spend import actual_spend, manifest_cost, video_seconds
+    from airflow_provider_dreamina.submission.spend import actual_spend, read_manifests
 
     files: list[str] = []
     for events in triggering_asset_events.values():
         for event in events:
             files.extend(event.extra.get("files", []))
-    videos, manifests = [], []
-    for uri in files:
-        video = ObjectStoragePath(uri)
-        manifest = json.loads(video.with_name(video.name + MANIFEST_SUFFIX).read_text())
-        manifests.append(manifest)
-        seconds = video_seconds(manifest)
-        videos.append(
-            {
-                "uri": uri,
-                "sha256": manifest["sha256"],
-                "bytes": manifest["bytes"],
-                "seconds": round(seconds, 2) if seconds else None,
-                "cost_usd": manifest_cost(manifest),
-            }
-        )
+    manifests = read_manifests(files)
+    videos = [
+        {
+            "uri": uri,
+            "sha256": manifest.sha256,
+            "bytes": manifest.size_bytes,
+            "seconds": round(manifest.video_seconds, 2) if manifest.video_seconds else None,
+            "cost_usd": manifest.cost_usd,
+        }
+        for uri, manifest in zip(files, manifests, strict=True)
+    ]
     spent = actual_spend(manifests)
     summary: dict[str, Any] = {
         "count": len(videos),
@@ -69,3 +64,4 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     summarize()
+# [END howto_dreamina_asset_consumer]

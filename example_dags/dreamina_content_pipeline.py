@@ -75,6 +75,7 @@ def _row_label(take: str) -> str:
 PROMPT_LABEL = "{{ task.prompt | truncate(48, leeway=0) }}"
 
 
+# [START howto_dreamina_review_body]
 def _review_body(take: str) -> str:
     """The review request: what was asked, what it cost, and links to the stored video."""
     result = _result(take)
@@ -94,6 +95,10 @@ def _review_body(take: str) -> str:
     )
 
 
+# [END howto_dreamina_review_body]
+
+
+# [START howto_dreamina_review_steps]
 def _review_wanted(context: Any) -> None:
     """Skip the review (and with it any regeneration) unless the run asked for one."""
     if not context["params"].get("review"):
@@ -123,6 +128,9 @@ def new_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:4], "big") % (2**31 - 1)
 
 
+# [END howto_dreamina_review_steps]
+
+
 @task
 def read_batch() -> list[dict[str, str]]:
     """The rows to generate, read when the task runs (never while the DAG file is parsed)."""
@@ -138,14 +146,19 @@ def read_batch() -> list[dict[str, str]]:
     return rows
 
 
+# [START howto_dreamina_plan]
 @task(retries=0)  # the price, the budget and the balance do not change on a retry
 def plan(rows: list[dict[str, str]], *, params: Any = None) -> list[dict[str, Any]]:
     """Estimate the batch against budget_usd and the balance; the rows pass on only if it fits."""
-    from airflow_provider_dreamina.spend import plan_batch
+    from airflow_provider_dreamina.submission.spend import plan_batch
 
     return plan_batch(rows, budget_usd=params["budget_usd"]).rows
 
 
+# [END howto_dreamina_plan]
+
+
+# [START howto_dreamina_verdict]
 @task(trigger_rule="none_failed_min_one_success", map_index_template=_row_label("generate"))
 def verdict(**context: Any) -> list[str]:
     """The row's videos to publish: all without review, else only what a person approved."""
@@ -162,6 +175,10 @@ def verdict(**context: Any) -> list[str]:
     return []
 
 
+# [END howto_dreamina_verdict]
+
+
+# [START howto_dreamina_row]
 @task_group(group_id=GROUP)
 def video(prompt: str, image_url: str) -> Any:
     """One row: generate, save, and (with ``review``) ask a person; returns what to publish."""
@@ -235,10 +252,14 @@ def video(prompt: str, image_url: str) -> Any:
     return published
 
 
+# [END howto_dreamina_row]
+
+
+# [START howto_dreamina_publish]
 @task(outlets=[DAILY_VIDEOS])
 def publish(approved: list[list[str]], *, outlet_events: Any = None) -> list[str]:
     """Announce the day's published videos in one asset event: the files and what they cost."""
-    from airflow_provider_dreamina.spend import actual_spend, read_manifests
+    from airflow_provider_dreamina.submission.spend import actual_spend, read_manifests
 
     files = [uri for uris in approved for uri in uris]
     # count, total_cost_usd, cost_per_second_usd, from the manifests beside the published videos
@@ -246,6 +267,10 @@ def publish(approved: list[list[str]], *, outlet_events: Any = None) -> list[str
     return files
 
 
+# [END howto_dreamina_publish]
+
+
+# [START howto_dreamina_pipeline_dag]
 with DAG(
     dag_id="dreamina_content_pipeline",
     description="Daily batch of image-to-video generations, optionally reviewed, then announced",
@@ -268,3 +293,4 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     publish(video.expand_kwargs(plan(read_batch())))
+# [END howto_dreamina_pipeline_dag]

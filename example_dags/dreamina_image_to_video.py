@@ -56,6 +56,7 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
+    # [START howto_operator_dreamina_submit]
     submit = DreaminaImageToVideoOperator(
         task_id="submit",
         prompt="{{ params.prompt }}",
@@ -67,7 +68,9 @@ with DAG(
         image_roots=[str(DATA)],
         retries=2,
     )
+    # [END howto_operator_dreamina_submit]
 
+    # [START howto_sensor_dreamina]
     wait = DreaminaRequestSensor(
         task_id="wait",
         request_id=REQUEST_ID,
@@ -75,7 +78,9 @@ with DAG(
         poke_interval=5,
         timeout=60 * 60,
     )
+    # [END howto_sensor_dreamina]
 
+    # [START howto_operator_dreamina_download]
     download = DreaminaDownloadOperator(
         task_id="download",
         request_id=REQUEST_ID,
@@ -89,5 +94,6 @@ with DAG(
         outlets=[VIDEOS],
         retries=2,
     )
+    # [END howto_operator_dreamina_download]
 
     submit >> wait >> download

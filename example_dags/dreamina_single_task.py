@@ -8,6 +8,7 @@ manifest.
 
 from __future__ import annotations
 
+# [START dreamina_single_task]
 from datetime import datetime
 from pathlib import Path
 
@@ -55,3 +56,4 @@ with DAG(
     )
 
     generate >> download
+# [END dreamina_single_task]

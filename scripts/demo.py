@@ -106,8 +106,8 @@ def migrate(env: dict[str, str]) -> None:
 def check_video(video: Path) -> dict[str, Any]:
     """The saved video decodes, frame by frame, and is exactly what its manifest describes."""
     from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
-    from airflow_provider_dreamina.video import VideoFacts, inspect_file
-    from airflow_provider_dreamina.video_decode import decode_all
+    from airflow_provider_dreamina.outputs.decode import decode_all
+    from airflow_provider_dreamina.outputs.video import VideoFacts, inspect_file
 
     manifest_path = video.with_name(video.name + MANIFEST_SUFFIX)
     if not video.is_file():
@@ -306,9 +306,6 @@ def run_ui() -> None:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         # The Test button of Admin → Connections (disabled by default).
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        # Airflow 3.3 loads a provider's UI plugins (the "Dreamina videos" gallery) only when
-        # providers are discovered eagerly.
-        "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
         MARKER_VARIABLE: marker,
     }
     migrate(airflow_env(**settings))

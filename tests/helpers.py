@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from airflow_provider_dreamina.submission.records import SubmitRecord, parse
+
 
 def image_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
@@ -24,13 +26,17 @@ def data_uri(width: int, height: int, fmt: str = "PNG") -> str:
 
 
 class Api:
-    """Calls a hook method by its sync name, either directly or through its async twin."""
+    """Calls a hook method by its sync name, either directly or through its async twin.
+
+    A paid submit has no async twin (a worker submits; the triggerer only waits): in async mode it
+    is made with the sync method, and everything after it through the async twins.
+    """
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
     def __call__(self, hook: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.mode == "sync":
+        if self.mode == "sync" or not hasattr(hook, f"a{name}"):
             return getattr(hook, name)(*args, **kwargs)
 
         async def run() -> Any:
@@ -165,7 +171,7 @@ def request_events(request_id: str = "r") -> dict[str, dict[str, Any]]:
         DreaminaTimeoutError,
     )
     from airflow_provider_dreamina.models import RequestOutput, RequestResult
-    from airflow_provider_dreamina.outcome import RequestEvent
+    from airflow_provider_dreamina.waiting.outcome import RequestEvent
 
     result = RequestResult(
         request_id=request_id, status="succeeded", output=RequestOutput(video="https://a.runcomfy.net/v.mp4")
@@ -192,3 +198,10 @@ def mp4_body(total_bytes: int, fill: bytes | None = None) -> bytes:
     video = build_video(total_bytes=total_bytes, frames=1, width=64, height=64, created_at=0, seed=0)
     payload = (fill if fill is not None else os.urandom(video.payload_bytes))[: video.payload_bytes]
     return video.head + payload.ljust(video.payload_bytes, b"\0")
+
+
+def parse_record(value: Any) -> SubmitRecord:
+    """The submit record a test's fake task_state_store holds (there must be one)."""
+    record = parse(value, "the test's task_state_store")
+    assert record is not None
+    return record

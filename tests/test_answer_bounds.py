@@ -23,11 +23,11 @@ from airflow_provider_dreamina.models import (
     RequestStatus,
     SubmittedRequest,
 )
-from airflow_provider_dreamina.outcome import RequestEvent
-from airflow_provider_dreamina.polling import Waiting, WaitPolicy
 from airflow_provider_dreamina.redaction import scrub_exception
 from airflow_provider_dreamina.runcomfy.reading import UnreadableAnswer, json_of
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
+from airflow_provider_dreamina.waiting.outcome import RequestEvent
+from airflow_provider_dreamina.waiting.policy import Waiting, WaitPolicy
 
 TOKEN = "tok-e2b7a1c94d"
 
@@ -107,7 +107,7 @@ def test_status_words_and_queue_positions_are_bounded() -> None:
 def test_unknown_status_words_are_logged_once_per_request_and_capped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="airflow_provider_dreamina.polling")
+    caplog.set_level(logging.WARNING, logger="airflow_provider_dreamina.waiting.policy")
     for request in ("r1", "r2"):
         waiting = Waiting(request, WaitPolicy(poll_interval=1))
         for index in range(300):

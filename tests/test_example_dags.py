@@ -14,6 +14,7 @@ import pytest
 EXAMPLE_DAGS = Path(__file__).resolve().parents[1] / "example_dags"
 EXPECTED_DAG_IDS = [
     "dreamina_asset_consumer",
+    "dreamina_async_hook",
     "dreamina_content_pipeline",
     "dreamina_image_to_video",
     "dreamina_single_task",
@@ -116,6 +117,7 @@ def test_example_dags_parse_quickly(parsed: dict[str, object]) -> None:
 def test_the_examples_have_the_tasks_the_readme_describes(parsed: dict[str, object]) -> None:
     assert parsed["tasks"] == {
         "dreamina_asset_consumer": ["summarize"],
+        "dreamina_async_hook": ["check_funds", "follow"],
         "dreamina_content_pipeline": [
             "plan",
             "publish",
@@ -138,6 +140,7 @@ def test_every_download_announces_its_videos_to_the_gallery(parsed: dict[str, ob
     outlets = parsed["outlets"]
     assert outlets == {  # the gallery finds videos through these events
         "dreamina_asset_consumer": {},
+        "dreamina_async_hook": {},
         "dreamina_content_pipeline": {
             "publish": ["dreamina_daily_videos"],
             "video.download": ["dreamina_videos"],

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from airflow.exceptions import AirflowFailException
 
-from airflow_provider_dreamina import images
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import (
     DreaminaConfigurationError,
@@ -23,6 +22,7 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaImageRefusedError,
     DreaminaInvalidInputError,
 )
+from airflow_provider_dreamina.inputs import sources
 from airflow_provider_dreamina.operators.dreamina import DreaminaImageToVideoOperator
 from tests.helpers import Api, fast_hook, image_bytes, make_context, sample_input
 
@@ -278,7 +278,7 @@ def test_roots_and_storage_connection_cannot_be_templated_from_params() -> None:
 
 
 def test_the_policy_joins_operator_and_connection_roots() -> None:
-    from airflow_provider_dreamina.images import ImagePolicy
+    from airflow_provider_dreamina.inputs.sources import ImagePolicy
     from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
     settings = DreaminaSettings(
@@ -292,6 +292,6 @@ def test_the_policy_joins_operator_and_connection_roots() -> None:
     assert policy.roots == ("/dag", "/deploy")
     assert policy.conn_id == "store"
     assert policy.allowed_hosts == ("h",)
-    assert images.source_kind("~/a.png") == "local"
-    assert images.source_kind("LOCAL:///a.png") == "local"
-    assert images.source_kind("gs://b/a.png") == "storage"
+    assert sources.source_kind("~/a.png") == "local"
+    assert sources.source_kind("LOCAL:///a.png") == "local"
+    assert sources.source_kind("gs://b/a.png") == "storage"

@@ -11,9 +11,15 @@ RUNTIME_ONLY = (
     "airflow_provider_dreamina.hooks.dreamina",
     "airflow_provider_dreamina.models",
     "airflow_provider_dreamina.triggers.dreamina",
-    "airflow_provider_dreamina.polling",
+    "airflow_provider_dreamina.waiting.policy",
     "airflow_provider_dreamina.runcomfy.send",
-    "airflow_provider_dreamina.images",
+    "airflow_provider_dreamina.inputs.prepare",
+    "airflow_provider_dreamina.submission.reattach",
+    "airflow_provider_dreamina.outputs.saving",
+    "airflow_provider_dreamina.metrics",
+    "airflow_provider_dreamina.lineage",
+    "openlineage",
+    "statsd",
     "PIL",
 )
 
@@ -37,12 +43,6 @@ def test_dag_facing_modules_load_no_runtime_machinery() -> None:
 
 
 def test_public_names_still_import() -> None:
-    from airflow_provider_dreamina.exceptions import (
-        DreaminaJobCancelledError,
-        DreaminaJobFailedError,
-        DreaminaRequestCancelledError,
-        DreaminaRequestFailedError,
-    )
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook, DreaminaSettings  # noqa: F401
     from airflow_provider_dreamina.models import DEFAULT_MODEL_ID, ImageToVideoInput  # noqa: F401
     from airflow_provider_dreamina.operators.download import DreaminaDownloadOperator as Download
@@ -55,8 +55,6 @@ def test_public_names_still_import() -> None:
     from airflow_provider_dreamina.sensors.dreamina import DreaminaRequestSensor  # noqa: F401
     from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger  # noqa: F401
 
-    assert DreaminaJobFailedError is DreaminaRequestFailedError
-    assert DreaminaJobCancelledError is DreaminaRequestCancelledError
     assert DreaminaDownloadOperator is Download
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
-from airflow_provider_dreamina.images import check_image
+from airflow_provider_dreamina.inputs.rules import check_image
 from airflow_provider_dreamina.models import (
     CancelOutcome,
     GenerationInput,
@@ -160,8 +160,8 @@ def test_generation_record_from_result_and_input() -> None:
     request = ImageToVideoInput(prompt="p", image_urls=["https://img.test/a.png?X-Signature=secret"], seed=3)
     record = GenerationRecord.of(_finished_result(), GenerationInput.of(request, "m/x"))
     data = json.loads(json.dumps(record.to_xcom()))
-    assert data["duration_seconds"] == 30
-    assert data["cost_usd"] == data["cost"] == 0.5
+    assert data["generation_seconds"] == 30
+    assert data["cost_usd"] == 0.5 and "cost" not in data
     assert data["input"] == {
         "model_id": "m/x",
         "prompt": "p",

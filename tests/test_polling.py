@@ -10,8 +10,8 @@ import pytest
 
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import (
-    DreaminaJobCancelledError,
-    DreaminaJobFailedError,
+    DreaminaRequestCancelledError,
+    DreaminaRequestFailedError,
     DreaminaTimeoutError,
     DreaminaTransientWaitError,
 )
@@ -19,7 +19,7 @@ from airflow_provider_dreamina.models import (
     RequestState,
     RequestStatus,
 )
-from airflow_provider_dreamina.polling import Waiting, WaitPolicy
+from airflow_provider_dreamina.waiting.policy import Waiting, WaitPolicy
 from tests.helpers import (
     Api,
     fast_hook,
@@ -56,7 +56,7 @@ def test_wait_raises_for_a_failed_job_with_its_reason(
     emulator.script_jobs(outcome="failed", error=error)
     hook = fast_hook()
     submitted = hook.submit(sample_input(emulator))
-    with pytest.raises(DreaminaJobFailedError, match=expected) as caught:
+    with pytest.raises(DreaminaRequestFailedError, match=expected) as caught:
         hook.wait(submitted.request_id, poll_interval=0.1, timeout=20)
     assert caught.value.result is not None
     assert caught.value.result.state is RequestState.FAILED
@@ -67,7 +67,7 @@ def test_cancel_queued_request_and_refusal_for_a_running_one(emulator: EmulatorH
     emulator.script_jobs(queue_seconds=60)
     queued = hook.submit(sample_input(emulator))
     assert api(hook, "cancel", queued.request_id) is True
-    with pytest.raises(DreaminaJobCancelledError):
+    with pytest.raises(DreaminaRequestCancelledError):
         hook.wait(queued.request_id, poll_interval=0.1, timeout=5)
 
     emulator.script_jobs(queue_seconds=0, run_seconds=60)
@@ -98,7 +98,7 @@ def test_poll_interval_slows_down_far_back_in_the_queue() -> None:
     assert waiting.next_delay(status(1), retry_after=12) == 12
 
 
-def test_a_result_that_keeps_failing_spends_the_error_budget(
+def test_a_result_that_keeps_failing_spends_the_max_consecutive_errors(
     emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A finished request whose result cannot be read must not be polled for ever (no deadline)."""
@@ -108,5 +108,8 @@ def test_a_result_that_keeps_failing_spends_the_error_budget(
     wait_until_state(hook, submitted.request_id, RequestState.SUCCEEDED)
     emulator.inject_fault("result", "500", count=1000)
     with pytest.raises(DreaminaTransientWaitError):
-        hook.wait(submitted.request_id, policy=WaitPolicy(poll_interval=0.05, error_budget=3))
+        hook.wait(
+            submitted.request_id,
+            policy=WaitPolicy(poll_interval=0.05, max_consecutive_errors=3, max_error_seconds=0),
+        )
     assert emulator.counters()["calls_per_request"][submitted.request_id]["result"] == 4

@@ -26,11 +26,17 @@ def test_every_module_and_class_imports() -> None:
         assert _import_dotted(connection["hook-class-name"]) is DreaminaHook
     for link in info["extra-links"]:
         assert isinstance(_import_dotted(link), type)
-    (plugin,) = info["plugins"]
-    plugin_class = _import_dotted(plugin["plugin-class"])
-    assert plugin_class.name == plugin["name"] == "dreamina_gallery"  # type: ignore[attr-defined]
-    assert [base.__name__ for base in plugin_class.__mro__][1] == "AirflowPlugin"  # type: ignore[attr-defined]
     assert "airflow_provider_dreamina.links.DreaminaGalleryLink" in info["extra-links"]
+
+
+def test_the_gallery_is_registered_once_through_the_plugins_entry_point() -> None:
+    # Provider-info plugins load only with lazy discovery off, and a plugin registered both ways is
+    # skipped the second time with an import error: the entry point alone (tests/plugins checks both).
+    assert "plugins" not in get_provider_info()
+    (entry_point,) = [ep for ep in entry_points(group="airflow.plugins") if "dreamina" in ep.value]
+    plugin_class = entry_point.load()
+    assert entry_point.name == plugin_class.name == "dreamina_gallery"
+    assert [base.__name__ for base in plugin_class.__mro__][1] == "AirflowPlugin"
 
 
 def test_connection_type_matches_the_hook() -> None:

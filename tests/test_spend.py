@@ -10,7 +10,8 @@ import pytest
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaBudgetExceededError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
-from airflow_provider_dreamina.spend import actual_spend, plan_batch, usd, video_seconds
+from airflow_provider_dreamina.outputs.manifest import Manifest
+from airflow_provider_dreamina.submission.spend import actual_spend, plan_batch, usd
 
 ROWS = [
     {"prompt": "a lighthouse at dusk", "image_url": "lighthouse.png"},
@@ -118,7 +119,7 @@ def test_actual_spend_counts_each_request_once_and_prefers_the_measured_duration
         {"request_id": "c", "cost_usd": None, "frames": 121},
     ]
 
-    spent = actual_spend(manifests)
+    spent = actual_spend(Manifest.read(manifest) or Manifest() for manifest in manifests)
 
     assert spent["count"] == 4
     assert spent["total_cost_usd"] == 0.75
@@ -128,7 +129,7 @@ def test_actual_spend_counts_each_request_once_and_prefers_the_measured_duration
 
 
 def test_actual_spend_of_nothing_reported() -> None:
-    spent = actual_spend([{"request_id": "a", "frames": 121}])
+    spent = actual_spend([Manifest(request_id="a", frames=121)])
 
     assert (spent["total_cost_usd"], spent["cost_per_second_usd"], spent["cost_unreported"]) == (
         None,
@@ -147,7 +148,7 @@ def test_actual_spend_of_nothing_reported() -> None:
     ],
 )
 def test_video_seconds(manifest: dict[str, Any], seconds: float | None) -> None:
-    assert video_seconds(manifest) == seconds
+    assert (Manifest.read(manifest) or Manifest()).video_seconds == seconds
 
 
 def test_amounts_read_as_people_write_them() -> None:

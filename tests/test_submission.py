@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dreamina._compat import AirflowFailException
+from airflow_provider_dreamina.compat import AirflowFailException
+from airflow_provider_dreamina.defaults import STATE_KEY
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaOrphanedSubmitError, DreaminaStateError
 from airflow_provider_dreamina.operators.dreamina import DreaminaImageToVideoOperator
-from airflow_provider_dreamina.state import STATE_KEY, LedgerState, SubmitRecord
-from tests.helpers import FakeStateStore, FakeTI, make_context
+from airflow_provider_dreamina.submission.records import SubmitRecord
+from airflow_provider_dreamina.submission.stores import LedgerState
+from tests.helpers import FakeStateStore, FakeTI, make_context, parse_record
 
 
 def operator(emulator: EmulatorHandle, **kwargs: Any) -> DreaminaImageToVideoOperator:
@@ -125,7 +127,7 @@ def test_a_refused_submit_leaves_no_orphan(emulator: EmulatorHandle) -> None:
     emulator.configure(balance_usd=0.0)
     with pytest.raises(AirflowFailException, match="insufficient balance"):
         operator(emulator).execute(make_context(store))
-    assert SubmitRecord.model_validate(store.values[STATE_KEY]).orphaned is False
+    assert parse_record(store.values[STATE_KEY]).orphaned is False
     emulator.configure(balance_usd=100.0)
     assert operator(emulator).execute(make_context(store))["state"] == "succeeded"
 

@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from airflow_provider_dreamina import transfer
+from airflow_provider_dreamina.outputs import transfer
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy
 from tests.operators.download_server import output_host
 

@@ -12,10 +12,9 @@ import pytest
 
 from airflow_provider_dreamina.emulator.media import build_video
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaInvalidVideoError
-from airflow_provider_dreamina.video import (
+from airflow_provider_dreamina.outputs.video import (
     VideoFacts,
     VideoInspector,
-    ainspect_read_at,
     claims_video,
     inspect_file,
     inspect_read_at,
@@ -215,17 +214,6 @@ def test_a_stored_file_is_read_by_its_index_only() -> None:
     assert sum(length for _, length in reads) < moov_size + 200
     mdat_offset, mdat_size = box(data, "mdat")
     assert not any(mdat_offset + 16 <= offset < mdat_offset + mdat_size for offset, _ in reads)
-
-
-async def test_async_reads_give_the_same_facts() -> None:
-    data = encode(121, movflags=None)
-
-    async def read_at(offset: int, length: int) -> bytes:
-        return data[offset : offset + length]
-
-    assert await ainspect_read_at(read_at, len(data)) == stored(data)
-    with pytest.raises(DreaminaInvalidVideoError, match="cut short"):
-        await ainspect_read_at(read_at, len(data) + 10)
 
 
 def test_a_64_bit_mdat_of_5_gib_is_read_from_its_headers() -> None:

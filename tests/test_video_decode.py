@@ -11,7 +11,7 @@ from PIL import Image
 
 from airflow_provider_dreamina.emulator.media import build_video
 from airflow_provider_dreamina.exceptions import DreaminaInvalidVideoError
-from airflow_provider_dreamina.video_decode import INSTALL_HINT, decode_all, write_poster
+from airflow_provider_dreamina.outputs.decode import INSTALL_HINT, decode_all, write_poster
 from tests.video_samples import audio_only, box, encode
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import JsonValue
 
+from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND
 from airflow_provider_dreamina.emulator.media import (
     RenderedFile,
     ServedVideo,
@@ -38,7 +39,6 @@ from airflow_provider_dreamina.emulator.settings import (
 from airflow_provider_dreamina.emulator.validation import SubmittedInput
 
 # Dreamina renders 24 frames per second; a price per second is charged per frames / 24.
-FRAMES_PER_SECOND = 24
 JobState = Literal["in_queue", "in_progress", "succeeded", "failed", "cancelled"]
 
 # The status endpoint says `completed` where the result endpoint says `succeeded`.

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from PIL import Image
 
+from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND
+
 # The Dreamina schema says "less than 4.7 MB"; decimal megabytes.
 MAX_IMAGE_BYTES = 4_700_000
 MAX_IMAGE_SIDE = 4096
@@ -29,7 +31,6 @@ UNREADABLE = "The image could not be decoded."
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-FRAMES_PER_SECOND = 24
 CHUNK_BYTES = 256 * 1024
 _TILE_BYTES = 1024 * 1024
 # Seconds between 1904-01-01 (the MP4 epoch) and 1970-01-01.

@@ -21,7 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from airflow_provider_dreamina.emulator.media import FRAMES_PER_SECOND, output_dimensions
+from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND
+from airflow_provider_dreamina.emulator.media import output_dimensions
 
 INSTALL_HINT = "pip install 'airflow-provider-dreamina[emulator]'"
 # How far the camera moves in: the frame shows at least 1 / MAX_ZOOM of the image's width and height.

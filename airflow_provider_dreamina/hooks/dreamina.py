@@ -1,8 +1,8 @@
 """DreaminaHook: the API surface of RunComfy's Model API for Dreamina, sync and async.
 
 Every HTTP call to RunComfy goes through here; how it is sent, retried and read lives in
-``airflow_provider_dreamina.runcomfy``, the image preflight in ``images``, the download of an
-output in ``transfer`` and the waiting policy in ``polling``.
+``airflow_provider_dreamina.runcomfy``, the image preflight in ``inputs``, the download of an
+output in ``outputs.transfer`` and the waiting policy in ``waiting.policy``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ from typing import Any
 import httpx
 from airflow.sdk import BaseHook
 
-from airflow_provider_dreamina import images, polling, transfer
-from airflow_provider_dreamina._storage import DEFAULT_MAX_BYTES
-from airflow_provider_dreamina.defaults import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_dreamina.defaults import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_POLL_INTERVAL,
+)
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError, DreaminaNotFoundError
+from airflow_provider_dreamina.inputs.prepare import prepare_image
+from airflow_provider_dreamina.inputs.sources import ImagePolicy, image_label
 from airflow_provider_dreamina.models import (
     DEFAULT_MODEL_ID,
     AccountBalance,
@@ -30,6 +35,8 @@ from airflow_provider_dreamina.models import (
     RequestStatus,
     SubmittedRequest,
 )
+from airflow_provider_dreamina.outputs import transfer
+from airflow_provider_dreamina.outputs.transfer import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, OutputSink
 from airflow_provider_dreamina.redaction import url_without_query
 from airflow_provider_dreamina.runcomfy import calls, clients, optional
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
@@ -42,7 +49,7 @@ from airflow_provider_dreamina.runcomfy.settings import (
     forget_shared_settings,
     shared_settings,
 )
-from airflow_provider_dreamina.transfer import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, OutputSink
+from airflow_provider_dreamina.waiting import policy as polling
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +145,15 @@ class DreaminaHook(BaseHook):
             retries = self._settings.max_retries if self._settings else DreaminaSettings.max_retries
         return RetryPolicy(max_retries=retries, backoff=self.retry_backoff, max_wait=self.max_retry_wait)
 
+    def max_error_seconds(self, own: float | None = None) -> float:
+        """How long a wait tolerates transient errors: ``own`` when set, else the connection's."""
+        return self.settings.max_error_seconds if own is None else float(own)
+
     def get_conn(self) -> httpx.Client:
         """The hook's sync client, built on first use and kept until :meth:`close`."""
         if self._client is None:
             self._client = clients.api_client(self.settings, self._transport)
         return self._client
-
-    async def aget_conn(self) -> httpx.AsyncClient:
-        """An async client shared by every hook on this event loop with the same connection."""
-        return clients.shared_async_client(await self.aget_settings(), self._async_transport).client
 
     def close(self) -> None:
         if self._client is not None:
@@ -188,21 +195,6 @@ class DreaminaHook(BaseHook):
         )
         return self._send(self._submit_call(input, model_id, image_uri))
 
-    async def asubmit(
-        self,
-        input: ImageToVideoInput,
-        model_id: str = DEFAULT_MODEL_ID,
-        *,
-        validate_image: bool = True,
-        image_roots: str | Sequence[str] | None = None,
-        image_conn_id: str | None = None,
-    ) -> SubmittedRequest:
-        """Async :meth:`submit`."""
-        image_uri = await self.aprepare_image(
-            input.image_source, validate=validate_image, image_roots=image_roots, image_conn_id=image_conn_id
-        )
-        return await self._asend(self._submit_call(input, model_id, image_uri))
-
     def get_status(self, request_id: str) -> RequestStatus:
         return self._send(calls.status_call(request_id))
 
@@ -226,7 +218,7 @@ class DreaminaHook(BaseHook):
     def wait(
         self,
         request_id: str,
-        poll_interval: float = 10.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | None = None,
         *,
         policy: polling.WaitPolicy | None = None,
@@ -239,15 +231,15 @@ class DreaminaHook(BaseHook):
         """
         return polling.wait(self, request_id, policy or _policy(poll_interval, timeout))
 
-    async def await_(
+    async def await_result(
         self,
         request_id: str,
-        poll_interval: float = 10.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | None = None,
         *,
         policy: polling.WaitPolicy | None = None,
     ) -> RequestResult:
-        """Async :meth:`wait`."""
+        """Async :meth:`wait`: for an ``async def`` task following requests side by side (3.2+)."""
         return await polling.await_result(self, request_id, policy or _policy(poll_interval, timeout))
 
     # Price and balance: undocumented endpoints, so each answers None when RunComfy does not offer it
@@ -323,24 +315,10 @@ class DreaminaHook(BaseHook):
         Local paths and object storage are read only under ``image_roots`` or the connection's
         ``allowed_image_roots``; object storage with the connection ``image_conn_id``. A URL is
         probed only when it is public https (or a host in the connection's
-        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.images`.
+        ``allowed_image_hosts``). See :mod:`airflow_provider_dreamina.inputs`.
         """
-        policy = images.ImagePolicy.of(self.settings, image_roots, image_conn_id)
-        return images.prepare_image(source, validate=validate, policy=policy, transport=self._transport)
-
-    async def aprepare_image(
-        self,
-        source: str,
-        *,
-        validate: bool = True,
-        image_roots: str | Sequence[str] | None = None,
-        image_conn_id: str | None = None,
-    ) -> str:
-        """Async :meth:`prepare_image`."""
-        policy = images.ImagePolicy.of(await self.aget_settings(), image_roots, image_conn_id)
-        return await images.aprepare_image(
-            source, validate=validate, policy=policy, transport=self._async_transport
-        )
+        policy = ImagePolicy.of(self.settings, image_roots, image_conn_id)
+        return prepare_image(source, validate=validate, policy=policy, transport=self._transport)
 
     def download_output(
         self,
@@ -400,7 +378,7 @@ class DreaminaHook(BaseHook):
             "Submitting to %s: prompt of %d characters, image %s%s, seed %d, frames %d",
             model_id,
             len(input.prompt),
-            images.image_label(input.image_source),
+            image_label(input.image_source),
             inlined,
             input.seed,
             input.frames,

@@ -14,17 +14,24 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_dreamina._compat import default_deferrable
+from airflow_provider_dreamina.compat import default_deferrable
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFAULT_MODEL_ID,
+    DEFAULT_POLL_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
+    MANIFEST_SUFFIX,
+    STATE_KEY,
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
+    OnClear,
+    OnOrphanedSubmit,
+    check_mode,
 )
 from airflow_provider_dreamina.exceptions import DreaminaError
 from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
-from airflow_provider_dreamina.operators.download import MANIFEST_SUFFIX, DreaminaDownloadOperator
+from airflow_provider_dreamina.operators.download import DreaminaDownloadOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
         ImageToVideoInput,
         RequestResult,
     )
-    from airflow_provider_dreamina.polling import WaitPolicy
+    from airflow_provider_dreamina.waiting.policy import WaitPolicy
 
 __all__ = [
     "MANIFEST_SUFFIX",
@@ -47,9 +54,6 @@ __all__ = [
     "DreaminaImageToVideoOperator",
     "DreaminaOutputLink",
 ]
-
-#: Key under which the submit operator keeps its record in ``task_state_store`` (Airflow 3.3+).
-STATE_KEY = "dreamina_request"  # the same literal as state.STATE_KEY, which this module must not import
 
 
 class DreaminaImageToVideoOperator(BaseOperator):
@@ -74,8 +78,10 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param deferrable: wait in the triggerer instead of holding a worker slot
         (default: ``[operators] default_deferrable``).
     :param poll_interval: seconds between status polls while waiting.
-    :param timeout: overall seconds to wait; a request still queued then is cancelled.
+    :param timeout: overall seconds to wait; it bounds every call made while waiting too.
     :param cancel_on_kill: cancel a still-queued request when the task is killed.
+    :param cancel_on_timeout: cancel a still-queued request when ``timeout`` passes (a running one
+        is paid for already and left to finish).
     :param validate_image: check the image against the schema before submitting.
     :param image_roots: directories or object-storage prefixes (``/data/frames``,
         ``s3://bucket/inputs/``) under which a local or object-storage ``image_url`` may be read;
@@ -84,7 +90,11 @@ class DreaminaImageToVideoOperator(BaseOperator):
     :param image_conn_id: the Airflow connection object storage is read with. Not templated, for
         the same reason: a run must not choose which connection the worker uses.
     :param max_consecutive_errors: transient failed polls in a row (each after the hook's own
-        retries) to tolerate while waiting before the try fails (and Airflow may retry it).
+        retries) to tolerate while waiting, however quickly they come.
+    :param max_error_seconds: how long a run of transient failed polls (an outage of RunComfy's
+        API) is tolerated while the paid generation runs on; the wait fails (and Airflow may retry
+        the task, which reattaches) once both limits are passed. Default: the connection's
+        ``max_error_seconds`` extra, else 15 minutes.
     :param on_orphaned_submit: when an earlier try recorded its intent to pay but never the request
         id: ``"fail"`` without retry (default; look in RunComfy's dashboard first) or ``"resubmit"``
         (accepting that RunComfy may charge twice).
@@ -113,13 +123,15 @@ class DreaminaImageToVideoOperator(BaseOperator):
         model_id: str = DEFAULT_MODEL_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
-        poll_interval: float = 10.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta | None = None,
         cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         validate_image: bool = True,
-        max_consecutive_errors: int = 5,
-        on_orphaned_submit: str = "fail",
-        on_clear: str = "reuse",
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        max_error_seconds: float | None = None,
+        on_orphaned_submit: OnOrphanedSubmit = "fail",
+        on_clear: OnClear = "reuse",
         state_path: str | None = None,
         min_balance_usd: float | None = None,
         image_roots: str | Sequence[str] | None = None,
@@ -140,19 +152,20 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
         self.validate_image = validate_image
         self.max_consecutive_errors = max_consecutive_errors
-        if on_orphaned_submit not in ("fail", "resubmit"):
-            raise ValueError(f"on_orphaned_submit is {on_orphaned_submit!r}; use 'fail' or 'resubmit'")
-        if on_clear not in ("reuse", "regenerate"):
-            raise ValueError(f"on_clear is {on_clear!r}; use 'reuse' or 'regenerate'")
-        self.on_orphaned_submit: Any = on_orphaned_submit
-        self.on_clear: Any = on_clear
+        self.max_error_seconds = max_error_seconds
+        self.on_orphaned_submit: OnOrphanedSubmit = check_mode(
+            "on_orphaned_submit", on_orphaned_submit, OnOrphanedSubmit
+        )
+        self.on_clear: OnClear = check_mode("on_clear", on_clear, OnClear)
         self.state_path = state_path
         self.min_balance_usd = min_balance_usd
         self.image_roots = image_roots
         self.image_conn_id = image_conn_id
         self._request_id: str | None = None
+        self._result: RequestResult | None = None
 
     @cached_property
     def hook(self) -> DreaminaHook:
@@ -169,7 +182,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_dreamina.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
         try:
             request_id, finished = self._reattach_or_submit(self._input(), context)
@@ -186,8 +199,8 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
     def _reattach_or_submit(self, request: ImageToVideoInput, context: Context) -> tuple[str, bool]:
         """The request id to follow, and whether it has already succeeded (see ``submission``)."""
-        from airflow_provider_dreamina.state import task_state
-        from airflow_provider_dreamina.submission import Attempt, SubmitOptions, reattach_or_submit
+        from airflow_provider_dreamina.submission.reattach import Attempt, SubmitOptions, reattach_or_submit
+        from airflow_provider_dreamina.submission.stores import task_state
 
         state_path = self.state_path or self.hook.settings.state_path
         state = task_state(context, state_path=state_path, force_ledger=self.state_path is not None)
@@ -209,26 +222,24 @@ class DreaminaImageToVideoOperator(BaseOperator):
         return followed.request_id, followed.succeeded
 
     def _policy(self) -> WaitPolicy:
-        from airflow_provider_dreamina.polling import WaitPolicy
+        from airflow_provider_dreamina.waiting.policy import WaitPolicy
 
         deadline = None if self.timeout is None else time.time() + self.timeout
         return WaitPolicy(
-            poll_interval=self.poll_interval, deadline=deadline, error_budget=self.max_consecutive_errors
+            poll_interval=self.poll_interval,
+            deadline=deadline,
+            max_consecutive_errors=self.max_consecutive_errors,
+            max_error_seconds=self.hook.max_error_seconds(self.max_error_seconds),
+            cancel_on_timeout=self.cancel_on_timeout,
         )
 
     def _defer(self, request_id: str) -> NoReturn:
         from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+        from airflow_provider_dreamina.waiting.policy import Waiting
 
-        policy = self._policy()
         self.defer(
-            trigger=DreaminaRequestTrigger(
-                request_id=request_id,
-                dreamina_conn_id=self.dreamina_conn_id,
-                poll_interval=policy.poll_interval,
-                deadline=policy.deadline,
-                cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=policy.cancel_at_deadline,
-                max_consecutive_errors=policy.error_budget,
+            trigger=DreaminaRequestTrigger.following(
+                Waiting(request_id, self._policy()), self.dreamina_conn_id, cancel_on_kill=self.cancel_on_kill
             ),
             method_name="execute_complete",
             timeout=None
@@ -238,7 +249,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
         raise AssertionError("defer() returned")  # pragma: no cover
 
     def _wait(self, request_id: str, context: Context) -> dict[str, Any]:
-        from airflow_provider_dreamina.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
         try:
             result = self.hook.wait(request_id, policy=self._policy())
@@ -248,7 +259,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish after the trigger fired: the same outcome as a wait on a worker."""
-        from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import RequestEvent, fail_or_raise
 
         try:
             result = RequestEvent.model_validate(event).finished_result()
@@ -259,6 +270,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def _succeeded(self, result: RequestResult, context: Context) -> dict[str, Any]:
         from airflow_provider_dreamina.models import GenerationRecord
 
+        self._result = result
         if result.output_urls:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
         return GenerationRecord.of(result, self._generation_input()).to_xcom()
@@ -269,8 +281,25 @@ class DreaminaImageToVideoOperator(BaseOperator):
 
         return GenerationInput.of(self._input(), self.model_id)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the image as the input dataset (none for a ``data:`` URI) and a run facet with
+        the request id, model, seed, frames and cost (see ``lineage``). Also used when the task fails.
+        """
+        from airflow_provider_dreamina.models import GenerationInput
+
+        try:
+            from airflow_provider_dreamina.lineage import submit_lineage
+        except ImportError:  # the openlineage extra is not installed
+            return None
+        try:
+            generation = self._generation_input()
+        except DreaminaError:  # an input that failed its checks: nothing was sent
+            generation = GenerationInput(model_id=self.model_id)
+        request_id = self._result.request_id if self._result is not None else self._request_id
+        return submit_lineage(str(self.image_url), request_id, generation, self._result)
+
     def on_kill(self) -> None:
-        from airflow_provider_dreamina.polling import try_cancel
+        from airflow_provider_dreamina.waiting.policy import try_cancel
 
         if self.cancel_on_kill and self._request_id and self.wait_for_completion:
             self.log.info("Cancelling request %s because the task was killed", self._request_id)

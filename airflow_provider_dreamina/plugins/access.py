@@ -1,7 +1,7 @@
 """Who is asking the gallery, and which DAGs' generations they may see.
 
 Airflow does not protect a plugin's FastAPI app: every endpoint of the gallery depends on
-:func:`signed_in_user`, which is Airflow's own ``get_user`` (a JWT in the ``Authorization`` header
+:data:`SignedInUser`, which is Airflow's own ``get_user`` (a JWT in the ``Authorization`` header
 or the UI's ``_token`` cookie; 401 without one, 403 for a bad one), and shows only what the auth
 manager lets that user read (``GET`` on the DAG).
 """

@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_dreamina.plugins.records import (
     EventRow,
     Generation,
-    RecordedFile,
     generation_at,
     generations_in,
-    images_in,
     with_details,
     with_details_all,
 )
@@ -152,7 +150,6 @@ def find_generations(
 ) -> Page:
     """Up to ``limit`` generations, newest first; one file stored by several events is shown once."""
     found: list[Generation] = []
-    images: dict[int, list[RecordedFile]] = {}
     seen: set[tuple[str, str | None]] = set()
     cursor, scanned, more = before, 0, True
     while len(found) < limit and more and scanned < 20 * limit:
@@ -163,7 +160,6 @@ def find_generations(
             cursor = row.id
             if not _shaped(row, filters):
                 continue
-            images[row.id] = images_in(row)
             for generation in generations_in(row):
                 identity = (generation.video.uri, generation.video.sha256)
                 if identity not in seen:
@@ -172,7 +168,7 @@ def find_generations(
             if len(found) >= limit:
                 more = True
                 break
-    return Page(with_details_all(found[:limit], images), cursor if more else None)
+    return Page(with_details_all(found[:limit]), cursor if more else None)
 
 
 def find_generation(session: Session, dag_ids: set[str], event_id: int, index: int) -> Generation | None:
@@ -180,11 +176,11 @@ def find_generation(session: Session, dag_ids: set[str], event_id: int, index: i
     if row is None:
         return None
     generation = generation_at(row, index)
-    return with_details(generation, images_in(row)) if generation is not None else None
+    return with_details(generation) if generation is not None else None
 
 
 def newest_for_request(session: Session, dag_ids: set[str], request_id: str) -> Generation | None:
     for row in provider_events(session, dag_ids, Filters(request_id=request_id), before=None, limit=20):
         for generation in generations_in(row):
-            return with_details(generation, images_in(row))
+            return with_details(generation)
     return None

@@ -5,14 +5,16 @@ Endpoints (each requires a signed-in Airflow user and shows only DAGs that user 
 - ``GET /dreamina/``: the page (filters ``dag_id``, ``day``, ``request_id``; paging ``before``);
 - ``GET /dreamina/api/generations``: the same generations as JSON;
 - ``GET /dreamina/media/{event_id}/{index}/video`` and ``.../poster``: the stored file, with
-  HTTP Range support, found through the provider's record (never through a path in the request);
+  HTTP Range support, found through the provider's record (never through a path in the request)
+  and served only while it holds the bytes that record names (:mod:`integrity`);
 - ``GET /dreamina/requests/{request_id}/video``, ``.../poster``, ``.../page``: redirects to the
   newest stored video of a request (links in review requests and extra links use these).
+
+Every answer, errors included, carries the security headers of :data:`page.SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -20,8 +22,10 @@ from airflow.api_fastapi.common.db.common import SessionDep
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airflow_provider_dreamina.plugins import access, catalog, page, storage, streaming
+from airflow_provider_dreamina.models import is_request_id
+from airflow_provider_dreamina.plugins import access, catalog, files, integrity, page, streaming
 from airflow_provider_dreamina.plugins.catalog import Filters
 from airflow_provider_dreamina.plugins.plugin import URL_PREFIX
 from airflow_provider_dreamina.plugins.records import IMAGE_TYPES, Generation, RecordedFile
@@ -35,7 +39,6 @@ _IMAGE_MAGIC = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "image/webp": (b"RIFF",),
 }
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def _urls(request: Request) -> page.Urls:
@@ -48,7 +51,7 @@ def _filters(dag_id: str | None, day: str | None, request_id: str | None) -> Fil
         parsed_day = date.fromisoformat(day) if day else None
     except ValueError:
         raise HTTPException(400, f"day must look like 2026-11-24, not {day!r}") from None
-    if request_id and not _REQUEST_ID.match(request_id):
+    if request_id and not is_request_id(request_id):
         raise HTTPException(400, "request_id holds characters a RunComfy request id never has")
     return Filters(dag_id=dag_id or None, day=parsed_day, request_id=request_id or None)
 
@@ -61,34 +64,91 @@ def _recorded(session: Any, user: Any, event_id: int, index: int) -> Generation:
     return generation
 
 
-def _serve(request: Request, recorded: RecordedFile, *, etag: str | None) -> Response:
-    size = storage.stored_size(recorded.uri, recorded.conn_id)
-    if size is None:
-        raise HTTPException(410, f"{recorded.name} is not in its storage any more")
-    if recorded.size is not None and size != recorded.size:
-        raise HTTPException(409, f"{recorded.name} changed since it was recorded; it is not served")
+def _open(recorded: RecordedFile) -> files.StoredFile:
+    try:
+        return files.open_stored(recorded.uri, recorded.conn_id)
+    except files.StoredFileMissing:
+        raise HTTPException(410, f"{recorded.name} is not in its storage any more") from None
+    except files.StoredFileRefused as error:
+        raise HTTPException(404, f"{recorded.name} is not served: {error}") from None
+
+
+def _open_verified(recorded: RecordedFile) -> files.StoredFile:
+    """A video or poster, opened and holding exactly the bytes recorded (409 when it does not)."""
+    if recorded.sha256 is None or recorded.size is None:
+        raise HTTPException(404, f"{recorded.name} is not served: no size and SHA-256 were recorded")
+    stored = _open(recorded)
+    try:
+        integrity.verified.verify(stored, sha256=recorded.sha256, size=recorded.size)
+    except (integrity.NotAsRecorded, files.StoredFileChanged) as error:
+        stored.close()
+        raise HTTPException(
+            409, f"{recorded.name} is not the file that was recorded ({error}); it is not served"
+        ) from None
+    except BaseException:
+        stored.close()
+        raise
+    return stored
+
+
+def _poster(poster: RecordedFile) -> files.StoredFile:
+    """The poster, opened and as recorded, if it is an image of its type and of a poster's size."""
+    stored = _open_verified(poster)
+    if (
+        stored.size > MAX_POSTER_BYTES
+        or poster.content_type not in IMAGE_TYPES
+        or not stored.read_at(0, 16).startswith(_IMAGE_MAGIC[poster.content_type])
+    ):
+        stored.close()
+        raise HTTPException(404, "This video has no poster")
+    return stored
+
+
+def _serve(
+    request: Request, recorded: RecordedFile, stored: files.StoredFile, *, etag: str | None
+) -> Response:
     return streaming.file_response(
-        request,
-        lambda: storage.open_stored(recorded.uri, recorded.conn_id),
-        size=size,
-        content_type=recorded.content_type,
-        etag=etag,
-        download_name=recorded.name,
+        request, stored, content_type=recorded.content_type, etag=etag, download_name=recorded.name
     )
 
 
-def _check_image(poster: RecordedFile) -> None:
-    size = storage.stored_size(poster.uri, poster.conn_id)
-    if size is None or size > MAX_POSTER_BYTES or poster.content_type not in IMAGE_TYPES:
-        raise HTTPException(404, "This video has no poster")
-    head = storage.read_small(poster.uri, 16, poster.conn_id) or b""
-    if not head.startswith(_IMAGE_MAGIC[poster.content_type]):
-        raise HTTPException(404, "This video has no poster")
+class _Guarded:
+    """Adds :data:`page.SECURITY_HEADERS` to every answer, errors of the server included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.headers = [
+            (name.lower().encode(), value.encode()) for name, value in page.SECURITY_HEADERS.items()
+        ]
+        self.names = {name for name, _ in self.headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def guarded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in self.names
+                ]
+                message = {**message, "headers": [*kept, *self.headers]}
+            await send(message)
+
+        await self.app(scope, receive, guarded)
+
+
+class _GalleryApi(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's own error middleware, so its 500 answers are guarded too.
+        return _Guarded(super().build_middleware_stack())
 
 
 def create_app() -> FastAPI:
     """The gallery app; Airflow mounts it at ``URL_PREFIX`` (see :mod:`plugin`)."""
-    app = FastAPI(title="Dreamina gallery", docs_url=None, redoc_url=None, openapi_url=None)
+    app = _GalleryApi(title="Dreamina gallery", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(StarletteHTTPException)
     async def explain(request: Request, error: StarletteHTTPException) -> Response:
@@ -146,9 +206,8 @@ def create_app() -> FastAPI:
         generation = _recorded(session, user, event_id, index)
         if not generation.playable:
             raise HTTPException(404, f"This video is not served: {generation.problem}")
-        return _serve(
-            request, generation.video, etag=generation.video.sha256 or generation.manifest.get("sha256")
-        )
+        stored = _open_verified(generation.video)
+        return _serve(request, generation.video, stored, etag=generation.video.sha256)
 
     @app.api_route("/media/{event_id}/{index}/poster", methods=["GET", "HEAD"])
     def poster(
@@ -157,8 +216,7 @@ def create_app() -> FastAPI:
         generation = _recorded(session, user, event_id, index)
         if not generation.playable or generation.poster is None:
             raise HTTPException(404, "This video has no poster")
-        _check_image(generation.poster)
-        return _serve(request, generation.poster, etag=None)
+        return _serve(request, generation.poster, _poster(generation.poster), etag=generation.poster.sha256)
 
     @app.get("/requests/{request_id}/{kind}")
     def by_request(

@@ -2,10 +2,16 @@
 
 Values are formatted once here, so the page and the JSON agree (a duration is the measured one
 when the manifest has it, else about ``frames / 24``, marked as an estimate).
+
+The pages run no script and load nothing from elsewhere; :data:`SECURITY_HEADERS` (sent with every
+answer of the app) says so to the browser, allowing the one inline style sheet by its hash.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
@@ -14,15 +20,49 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND
 from airflow_provider_dreamina.plugins.catalog import Filters, Page
 from airflow_provider_dreamina.plugins.records import Generation
 
-# Dreamina renders 24 frames per second (121 frames is about 5 s).
-_FRAMES_PER_SECOND = 24
 _TEMPLATES = Path(__file__).parent / "templates"
 _environment = Environment(
     loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
 )
+
+
+def _style_hashes() -> list[str]:
+    """CSP sources for the style sheets the templates inline (``style.html``), by their SHA-256."""
+    style = _environment.get_template("style.html").render()
+    blocks = re.findall(r"<style>(.*?)</style>", style, flags=re.DOTALL)
+    return [
+        f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'" for block in blocks
+    ]
+
+
+#: What the browser may do with any answer of the gallery: nothing from another origin, no script,
+#: no plugin, framed only by the Airflow UI (same origin), never sniffed as another type.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'none'",
+        f"style-src {' '.join(_style_hashes())}",
+        "img-src 'self'",
+        "media-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'self'",
+    ]
+)
+#: The headers the gallery app adds to every answer, errors included.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # Another site cannot embed a stored video or poster with the viewer's Airflow session.
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 class Urls:
@@ -55,7 +95,7 @@ def duration_text(generation: Generation) -> str | None:
     if generation.duration_seconds is not None:
         return f"{generation.duration_seconds:.2f} s"
     if generation.frames:
-        return f"about {generation.frames / _FRAMES_PER_SECOND:.1f} s"
+        return f"about {generation.frames / FRAMES_PER_SECOND:.1f} s"
     return None
 
 

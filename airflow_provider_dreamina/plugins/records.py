@@ -7,27 +7,26 @@ generation shown here is one video output of such an event; it is addressed by t
 the output's position in it, so a request names a record, never a path.
 
 A file is playable only when its record holds together: the event came from a task (not from
-the REST API), the manifest beside the file names the same request, SHA-256 and size, and the
-file still has that size. Manifests are read defensively: any key may be missing, and keys added
-later (``video``, ``poster``) are used when present.
+the REST API), it names the file's size and SHA-256, and the manifest beside the file names the
+same request, size and SHA-256. Whether the bytes on disk are still those is checked when the file
+is served (:mod:`integrity`). Manifests are read defensively: any key may be missing, and keys
+added later (``video``, ``poster``) are used when present.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from airflow_provider_dreamina.plugins import storage
+from airflow_provider_dreamina.outputs.manifest import MANIFEST_READ_LIMIT, Manifest, manifest_name
+from airflow_provider_dreamina.plugins import files
 
-#: The manifest beside each stored file is named after it with this suffix added.
-MANIFEST_SUFFIX = ".json"
-MANIFEST_READ_LIMIT = 1024 * 1024
 VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm", "video/x-m4v"})
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 _TYPES_BY_SUFFIX = {
@@ -40,6 +39,7 @@ _TYPES_BY_SUFFIX = {
     ".png": "image/png",
     ".webp": "image/webp",
 }
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII | re.IGNORECASE)
 # Reading manifests is I/O (an object store may take tens of milliseconds each): a page reads
 # them side by side, and keeps them a while, since a stored file's record rarely changes.
 _READERS = 8
@@ -72,7 +72,7 @@ class RecordedFile:
 
     @property
     def name(self) -> str:
-        return storage.file_name(self.uri)
+        return files.file_name(self.uri)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Generation:
     map_index: int
     request_id: str
     video: RecordedFile
-    manifest: Mapping[str, Any] = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=Manifest)
     #: Why the file may not be played ("" when its record holds together).
     problem: str = "its manifest has not been read"
     poster: RecordedFile | None = None
@@ -101,73 +101,51 @@ class Generation:
     def playable(self) -> bool:
         return not self.problem
 
-    def _get(self, key: str) -> Any:
-        return self.manifest.get(key)
-
     @property
     def prompt(self) -> str | None:
-        value = self._get("prompt")
-        return value if isinstance(value, str) else None
+        return self.manifest.prompt
 
     @property
     def seed(self) -> int | None:
-        return _as_int(self._get("seed"))
+        return self.manifest.seed
 
     @property
     def facts(self) -> Mapping[str, Any]:
         """The measured facts of the video (``video`` in the manifest), empty when not recorded."""
-        value = self._get("video")
-        return value if isinstance(value, Mapping) else {}
+        video = self.manifest.video
+        return video.model_dump(exclude_none=True) if video is not None else {}
 
     @property
     def frames(self) -> int | None:
-        return _as_int(self.facts.get("frames")) or _as_int(self._get("frames"))
+        video = self.manifest.video
+        return (video.frames if video is not None else None) or self.manifest.frames
 
     @property
     def duration_seconds(self) -> float | None:
-        """The video's measured length; never the generation's wall time (an older manifest key)."""
-        return _as_float(self.facts.get("duration_seconds"))
+        """The video's measured length; never the generation's wall time."""
+        return self.manifest.video.duration_seconds if self.manifest.video is not None else None
 
     @property
     def cost_usd(self) -> float | None:
-        for key in ("cost_usd", "cost"):
-            value = _as_float(self._get(key))
-            if value is not None:
-                return value
-        return None
+        return self.manifest.cost_usd
 
     @property
     def model_id(self) -> str | None:
-        value = self._get("model_id")
-        return value if isinstance(value, str) else None
+        return self.manifest.model_id
 
     @property
     def finished_at(self) -> str | None:
-        value = self._get("finished_at") or self._get("created_at")
-        return value if isinstance(value, str) else None
+        return self.manifest.finished_at or self.manifest.created_at
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
+def _size(value: Any) -> int | None:
+    """A recorded size: a JSON integer, not negative (the download writes nothing else)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+def _sha256(value: Any) -> str | None:
+    """A recorded SHA-256: 64 hex digits, in lower case."""
+    return value.lower() if isinstance(value, str) and _SHA256.fullmatch(value) else None
 
 
 def media_type(content_type: Any, uri: str) -> str | None:
@@ -176,7 +154,7 @@ def media_type(content_type: Any, uri: str) -> str | None:
         value = content_type.partition(";")[0].strip().lower()
         if value not in ("application/octet-stream", "binary/octet-stream"):
             return value
-    return _TYPES_BY_SUFFIX.get(PurePosixPath(storage.file_name(uri)).suffix.lower())
+    return _TYPES_BY_SUFFIX.get(PurePosixPath(files.file_name(uri)).suffix.lower())
 
 
 def _recorded_file(entry: Any, conn_id: str | None) -> RecordedFile | None:
@@ -188,13 +166,12 @@ def _recorded_file(entry: Any, conn_id: str | None) -> RecordedFile | None:
     kind = media_type(entry.get("content_type"), uri)
     if kind is None:
         return None
-    sha256 = entry.get("sha256")
     own_conn = entry.get("conn_id")
     return RecordedFile(
         uri=uri,
         content_type=kind,
-        sha256=sha256 if isinstance(sha256, str) else None,
-        size=_as_int(entry.get("bytes")),
+        sha256=_sha256(entry.get("sha256")),
+        size=_size(entry.get("bytes")),
         conn_id=own_conn if isinstance(own_conn, str) else conn_id,
     )
 
@@ -246,85 +223,48 @@ ReadSmall = Callable[[str, int, "str | None"], "bytes | None"]
 SizeOf = Callable[[str, "str | None"], "int | None"]
 
 
-def read_manifest(video: RecordedFile, read: ReadSmall = storage.read_small) -> dict[str, Any] | None:
-    raw = read(video.uri + MANIFEST_SUFFIX, MANIFEST_READ_LIMIT, video.conn_id)
-    if not raw:
-        return None
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        return None
-    return manifest if isinstance(manifest, dict) else None
+def read_manifest(video: RecordedFile, read: ReadSmall = files.read_small) -> Manifest | None:
+    return Manifest.read(read(manifest_name(video.uri), MANIFEST_READ_LIMIT, video.conn_id))
 
 
-def record_problem(generation: Generation, manifest: Mapping[str, Any] | None) -> str:
+def record_problem(generation: Generation, manifest: Manifest | None) -> str:
     """Why the event and the manifest beside the file disagree ("" when they agree)."""
     video = generation.video
+    if video.sha256 is None or video.size is None:
+        # Only the download's own event vouches for the bytes: without both, nothing may be served.
+        return f"its event records no size and SHA-256 of {video.name}, so nothing vouches for its bytes"
     if manifest is None:
-        return f"no readable manifest beside {video.name} ({video.name}{MANIFEST_SUFFIX})"
-    if manifest.get("request_id") != generation.request_id:
+        return f"no readable manifest beside {video.name} ({manifest_name(video.name)})"
+    if manifest.request_id != generation.request_id:
         return f"the manifest beside {video.name} names another request"
-    stored_uri = manifest.get("stored_uri")
-    if isinstance(stored_uri, str) and stored_uri != video.uri:
+    if manifest.stored_uri is not None and manifest.stored_uri != video.uri:
         return f"the manifest beside {video.name} describes another file"
-    recorded_sha, recorded_size = manifest.get("sha256"), _as_int(manifest.get("bytes"))
-    if not isinstance(recorded_sha, str) or recorded_size is None:
+    if _sha256(manifest.sha256) is None or _size(manifest.size_bytes) is None:
         return f"the manifest beside {video.name} records no SHA-256 and size"
-    if (video.sha256 and video.sha256 != recorded_sha) or (
-        video.size is not None and video.size != recorded_size
-    ):
+    if video.sha256 != _sha256(manifest.sha256) or video.size != manifest.size_bytes:
         return f"{video.name} was replaced after this event (its manifest records other contents)"
     return ""
 
 
-def _poster_from_manifest(manifest: Mapping[str, Any], video: RecordedFile) -> str | None:
-    poster = manifest.get("poster")
-    if isinstance(poster, str):
-        poster = {"stored_uri": poster} if "/" in poster else {"file_name": poster}
-    if not isinstance(poster, Mapping):
-        return None
-    uri = poster.get("stored_uri") or poster.get("uri")
-    if isinstance(uri, str) and storage.same_directory(uri, video.uri):
-        return uri
-    name = poster.get("file_name")
-    if isinstance(name, str) and storage.is_plain_name(name):
-        return storage.sibling(video.uri, name)
-    return None
+def find_poster(video: RecordedFile, manifest: Manifest | None) -> RecordedFile | None:
+    """The poster the manifest records beside the video, with its size and SHA-256; None without one.
 
-
-def find_poster(
-    video: RecordedFile,
-    manifest: Mapping[str, Any] | None,
-    event_images: Iterable[RecordedFile],
-    size_of: SizeOf = storage.stored_size,
-) -> RecordedFile | None:
-    """The poster of a video: named in its manifest or its event, else ``<video>.jpg`` beside it.
-
-    Only an image in the video's own directory qualifies, so a record cannot point the gallery
-    at a file elsewhere.
+    Only an image in the video's own directory whose digest was recorded qualifies: the gallery
+    serves it only while its bytes are those, as it does the video.
     """
-    stem = PurePosixPath(video.name).stem
-    candidates: list[str] = []
-    if manifest and (named := _poster_from_manifest(manifest, video)):
-        candidates.append(named)
-    candidates.extend(
-        image.uri
-        for image in event_images
-        if storage.same_directory(image.uri, video.uri)
-        and PurePosixPath(image.name).stem in (stem, video.name)
-    )
-    candidates.extend(
-        [storage.sibling(video.uri, f"{video.name}.jpg"), storage.sibling(video.uri, f"{stem}.jpg")]
-    )
-    for uri in dict.fromkeys(candidates):
-        kind = media_type(None, uri)
-        if kind not in IMAGE_TYPES or not storage.same_directory(uri, video.uri):
-            continue
-        size = size_of(uri, video.conn_id)
-        if size:
-            # No size pinned: a poster may be rewritten; what it must be is checked when served.
-            return RecordedFile(uri=uri, content_type=kind, conn_id=video.conn_id)
-    return None
+    poster = manifest.poster if manifest is not None else None
+    if poster is None:
+        return None
+    sha256, size = _sha256(poster.sha256), _size(poster.size_bytes)
+    uri = None
+    if poster.stored_uri is not None and files.same_directory(poster.stored_uri, video.uri):
+        uri = poster.stored_uri
+    elif poster.file_name is not None and files.is_plain_name(poster.file_name):
+        uri = files.sibling(video.uri, poster.file_name)
+    kind = media_type(None, uri) if uri is not None else None
+    if uri is None or kind not in IMAGE_TYPES or sha256 is None or size is None:
+        return None
+    return RecordedFile(uri=uri, content_type=kind, sha256=sha256, size=size, conn_id=video.conn_id)
 
 
 class _DetailsCache:
@@ -351,19 +291,16 @@ class _DetailsCache:
 details_cache = _DetailsCache()
 
 
-def with_details(
-    generation: Generation,
-    event_images: Iterable[RecordedFile] = (),
-    read: ReadSmall = storage.read_small,
-    size_of: SizeOf = storage.stored_size,
-) -> Generation:
+def with_details(generation: Generation, read: ReadSmall = files.read_small) -> Generation:
     """The generation with its manifest, its poster, and whether its record holds together."""
     key = (generation.video.uri, generation.video.sha256)
     cached = details_cache.get(key)
     if cached is None:
         try:
             manifest = read_manifest(generation.video, read)
-            poster = find_poster(generation.video, manifest, event_images, size_of)
+            poster = find_poster(generation.video, manifest)
+        except files.StoredFileRefused as error:
+            return replace(generation, problem=str(error))
         except Exception as error:  # a store that cannot be reached must not break the page
             return replace(generation, problem=f"its storage could not be read ({type(error).__name__})")
         cached = (manifest, poster)
@@ -371,18 +308,15 @@ def with_details(
             details_cache.put(key, cached)
     manifest, poster = cached
     return replace(
-        generation, manifest=manifest or {}, poster=poster, problem=record_problem(generation, manifest)
+        generation,
+        manifest=manifest or Manifest(),
+        poster=poster,
+        problem=record_problem(generation, manifest),
     )
 
 
-def with_details_all(
-    generations: list[Generation], images: Mapping[int, list[RecordedFile]]
-) -> list[Generation]:
+def with_details_all(generations: list[Generation]) -> list[Generation]:
     if len(generations) <= 1:
-        return [with_details(found, images.get(found.event_id, ())) for found in generations]
+        return [with_details(found) for found in generations]
     with ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="dreamina-gallery") as pool:
-        return list(pool.map(lambda found: with_details(found, images.get(found.event_id, ())), generations))
-
-
-def images_in(row: EventRow) -> list[RecordedFile]:
-    return [output for output in outputs_of(row.extra) if output and output.content_type in IMAGE_TYPES]
+        return list(pool.map(with_details, generations))

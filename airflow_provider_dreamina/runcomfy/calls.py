@@ -12,13 +12,13 @@ from pydantic import BaseModel
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
 from airflow_provider_dreamina.models import (
     DEFAULT_MODEL_ID,
-    REQUEST_ID_PATTERN,
     AccountBalance,
     CancelOutcome,
     ModelInfo,
     RequestResult,
     RequestStatus,
     SubmittedRequest,
+    check_request_id,
 )
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
@@ -58,18 +58,6 @@ class Call(Generic[AnswerT]):
         the connection configures.
         """
         return settings.account_url + self.path if self.host == "account" else self.path
-
-
-def check_request_id(request_id: object) -> str:
-    """``request_id`` if it is one RunComfy could have issued; raises otherwise."""
-    if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.match(request_id):
-        shown = repr(request_id)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise DreaminaInvalidInputError(
-            f"request_id {shown} is not a RunComfy request id (1 to 200 letters, digits, '-', '_', '.', ':')",
-            field="request_id",
-        )
-    return request_id
 
 
 def check_model_id(model_id: str) -> str:

@@ -1,4 +1,10 @@
-"""A wall-clock deadline for synchronous HTTP exchanges that a slow drip cannot stretch.
+"""Wall-clock deadlines: for one HTTP exchange that a slow drip cannot stretch, and for a wait.
+
+A wait (``waiting.policy``) bounds every call made inside it with :func:`bound_by`: each attempt
+may take the smaller of the connection's ``request_deadline`` and the time left in the wait plus
+:data:`GRACE_SECONDS` (:func:`seconds_left`), and no retry is begun that would end after the wait
+(:func:`time_left_for`). So however slowly RunComfy answers, a wait ends within its timeout and a
+few seconds.
 
 httpx bounds each socket read, not a whole exchange: a server that sends one byte every few
 seconds, in its headers or its body, keeps a read timeout from ever firing. Async callers wrap an
@@ -37,6 +43,40 @@ class DeadlinePassed(httpx.ReadTimeout):
 
 # (monotonic deadline, its length in seconds) of the exchange running in this thread or task.
 _DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("dreamina_deadline", default=None)
+# Monotonic time by which the calls of the wait running in this thread or task must end.
+_WAIT_ENDS: ContextVar[float | None] = ContextVar("dreamina_wait_ends", default=None)
+
+#: How long past a wait's own end a call made inside it may still run (a last answer, a cancel).
+GRACE_SECONDS = 3.0
+# An attempt always gets this long, so that it fails with a timeout instead of not being made.
+_MIN_ATTEMPT_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def bound_by(remaining: float | None) -> Iterator[None]:
+    """Bound every call inside the block by the ``remaining`` seconds of a wait (None: unbounded)."""
+    if remaining is None:
+        yield
+        return
+    token = _WAIT_ENDS.set(time.monotonic() + max(0.0, remaining) + GRACE_SECONDS)
+    try:
+        yield
+    finally:
+        _WAIT_ENDS.reset(token)
+
+
+def seconds_left(request_deadline: float) -> float:
+    """How long the next attempt of a call may take: its own deadline, within the wait's time."""
+    ends = _WAIT_ENDS.get()
+    if ends is None:
+        return request_deadline
+    return max(_MIN_ATTEMPT_SECONDS, min(request_deadline, ends - time.monotonic()))
+
+
+def time_left_for(pause: float) -> bool:
+    """Whether the wait around this call (if any) leaves time for ``pause`` and another attempt."""
+    ends = _WAIT_ENDS.get()
+    return ends is None or time.monotonic() + pause < ends
 
 
 @contextlib.contextmanager

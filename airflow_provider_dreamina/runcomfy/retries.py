@@ -1,54 +1,95 @@
-"""Whether and when to send a call again: backoff, ``Retry-After``, and the paid-submit rule.
+"""Whether a call is sent again, and what a failure means after a paid call: decided here, once.
 
-A submit is a paid, non-idempotent POST and RunComfy offers no idempotency key, so it is resent
-only when it certainly did not reach the server (the connection was refused) or the server
-refused it (429). After anything else (a read timeout, a reset after sending, a 5xx) it may have
-created a request: :class:`DreaminaSubmitUncertainError`, never a resend.
+A submit is a paid, non-idempotent POST and RunComfy offers no idempotency key. :class:`Attempts`
+follows one call through its attempts and decides, after each, what happens next:
+
+==============================================  ==========================  ============================
+what happened to an attempt                     a free call (status,        a paid call (submit)
+                                                result, cancel, model
+                                                info, balance)
+==============================================  ==========================  ============================
+connection refused, connect or pool timeout     sent again after a backoff  sent again: it never left
+(the request never left this machine)
+HTTP 429                                        sent again after            sent again: RunComfy refused
+                                                ``Retry-After`` or backoff  it, nothing was created
+read timeout, reset or protocol error after     sent again (not within the  uncertain, never resent
+sending; the attempt's whole deadline spent     call once a whole deadline
+                                                was spent)
+HTTP 5xx, or ``error_code`` 500001              sent again                  uncertain, never resent
+a refusal: HTTP 400, 401, 402, 403, 404, 422    its typed error, at once    its typed error: RunComfy
+or a documented ``error_code`` that means one                               refused it, nothing created
+any other error answer (another status, an      its typed error, at once    uncertain
+unknown ``error_code`` on HTTP 200)
+an answer that breaks a bound, is not JSON or   DreaminaUnreadableAnswer-   uncertain
+not the expected shape                          Error (retryable)
+anything unforeseen while sending, reading,     DreaminaUnreadableAnswer-   uncertain
+deciding or logging                             Error (retryable)
+no time left in the wait around the call        the last error, not resent  (a submit is never in a wait)
+==============================================  ==========================  ============================
+
+"Uncertain" is :class:`DreaminaSubmitUncertainError`: the request may exist and be charged. It is
+the only error a paid call raises when it may have created something (:func:`maybe_paid`); every
+other :class:`DreaminaError` from a paid call proves that nothing was created, which is how the
+submit's intent record knows whether to keep the intent (see ``submission.reattach``).
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import httpx
 
 from airflow_provider_dreamina.exceptions import (
     DreaminaAPIError,
+    DreaminaAuthError,
     DreaminaConnectionError,
+    DreaminaError,
+    DreaminaInsufficientBalanceError,
+    DreaminaNotFoundError,
     DreaminaRateLimitError,
-    DreaminaServerError,
+    DreaminaRejectedInputError,
     DreaminaSubmitUncertainError,
+    DreaminaUnreadableAnswerError,
 )
-from airflow_provider_dreamina.redaction import without_secret
+from airflow_provider_dreamina.redaction import shorten, without_secret
+from airflow_provider_dreamina.runcomfy import deadlines
 from airflow_provider_dreamina.runcomfy.calls import Call
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
 log = logging.getLogger(__name__)
 
+# Error answers that prove RunComfy refused a call, so a paid one created nothing.
+REFUSALS = (
+    DreaminaAuthError,
+    DreaminaInsufficientBalanceError,
+    DreaminaNotFoundError,
+    DreaminaRateLimitError,
+    DreaminaRejectedInputError,
+)
 # A transport error before the request was written: the server certainly did not see it.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date); None when unusable."""
     if not value:
         return None
-    value = value.strip()
+    value = value.strip()[:64]
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except Exception:  # any text at all may come: a header is untrusted
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 @dataclass(frozen=True)
@@ -68,59 +109,104 @@ class RetryPolicy:
         """Seconds to wait before attempt ``attempt + 1``: ``Retry-After`` when given, else backoff."""
         if retry_after is not None:
             return min(retry_after, self.max_wait)
-        ceiling = min(self.max_wait, self.backoff * 2.0**attempt)
+        ceiling = min(self.max_wait, self.backoff * 2.0 ** min(attempt, 62))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def retries_for(self, call: Call[Any]) -> int:
         return self.max_retries if call.max_retries is None else call.max_retries
 
-    def after_error(
-        self, call: Call[Any], attempt: int, error: httpx.HTTPError, settings: DreaminaSettings
-    ) -> float:
-        """Seconds to wait before resending after a transport error; raises when it must not."""
-        reason = f"{type(error).__name__}: {without_secret(str(error), settings.token) or 'no detail'}"
-        if call.paid and not isinstance(error, NOT_SENT_ERRORS):
-            raise submit_uncertain(call, reason)
-        retryable = isinstance(error, (*NOT_SENT_ERRORS, *_RETRYABLE_TRANSPORT_ERRORS))
-        if not retryable or attempt >= self.retries_for(call):
-            tries = f" after {attempt + 1} attempts" if attempt else ""
-            raise DreaminaConnectionError(
-                f"{call.name} call to {settings.base_url} failed{tries}: {reason}; check the host of "
-                f"connection '{settings.conn_id}' and the network"
-            )
-        delay = self.delay(attempt)
-        self._log_retry(call, attempt, reason, delay)
-        return delay
 
-    def after_failure(self, call: Call[Any], attempt: int, failure: DreaminaAPIError) -> float:
-        """Seconds to wait before resending after an error answer; raises when it must not."""
-        if call.paid and isinstance(failure, DreaminaServerError):
-            raise submit_uncertain(call, str(failure))
-        if not failure.retryable or attempt >= self.retries_for(call):
+def maybe_paid(error: BaseException) -> bool:
+    """After a paid call failed with ``error``: whether a request may exist (and be charged)."""
+    return isinstance(error, DreaminaSubmitUncertainError) or not isinstance(error, DreaminaError)
+
+
+@dataclass
+class Attempts:
+    """One call's attempts, and every decision about them (the table in the module docstring)."""
+
+    call: Call[Any]
+    policy: RetryPolicy
+    settings: DreaminaSettings
+    #: Attempts made so far.
+    made: int = 0
+    _spent_a_deadline: bool = field(default=False, repr=False)
+
+    def seconds_for_next(self) -> float:
+        """The wall-clock seconds the next attempt may take; counts it as made."""
+        self.made += 1
+        return deadlines.seconds_left(self.settings.request_deadline)
+
+    def after_transport_error(self, error: httpx.HTTPError) -> float:
+        """Seconds before sending again after a transport error; raises when it must not be."""
+        reason = f"{type(error).__name__}: {shorten(self._secretless(str(error)), 300) or 'no detail'}"
+        if self.call.paid and not isinstance(error, NOT_SENT_ERRORS):
+            self.uncertain(reason)
+        if isinstance(error, deadlines.DeadlinePassed):
+            # A whole deadline spent: retrying would multiply it (a drip would hold a poll for
+            # max_retries + 1 deadlines). The caller's own policy decides what comes next.
+            self._spent_a_deadline = True
+        retryable = isinstance(error, (*NOT_SENT_ERRORS, *_RETRYABLE_TRANSPORT_ERRORS))
+        failure = DreaminaConnectionError(
+            f"{self.call.name} call to {self.settings.base_url} failed"
+            f"{f' after {self.made} attempts' if self.made > 1 else ''}: {reason}; check the host of "
+            f"connection '{self.settings.conn_id}' and the network"
+        )
+        if not retryable:
+            raise failure
+        return self._again(failure, reason)
+
+    def after_error_answer(self, failure: DreaminaAPIError) -> float:
+        """Seconds before sending again after an error answer; raises when it must not be."""
+        if self.call.paid and not isinstance(failure, REFUSALS):
+            self.uncertain(str(failure))
+        if not failure.retryable:
             raise failure
         retry_after = failure.retry_after if isinstance(failure, DreaminaRateLimitError) else None
-        delay = self.delay(attempt, retry_after)
-        self._log_retry(call, attempt, f"HTTP {failure.status_code}", delay)
-        return delay
+        return self._again(failure, f"HTTP {failure.status_code}", retry_after)
 
-    def _log_retry(self, call: Call[Any], attempt: int, reason: str, delay: float) -> None:
-        target = f" for request {call.request_id}" if call.request_id else ""
+    def unreadable(self, reason: str, status_code: int = 0) -> NoReturn:
+        """An answer that could not be read (a bound broken, not JSON, not the expected shape)."""
+        if self.call.paid:
+            self.uncertain(reason)
+        raise DreaminaUnreadableAnswerError(
+            f"RunComfy answered {self.call.name} with a body this provider cannot read: {reason}",
+            status_code=status_code,
+            request_id=self.call.request_id,
+        )
+
+    def unforeseen(self, error: Exception) -> NoReturn:
+        """Anything else that went wrong in the call: never an untyped error, never a resend."""
+        self.unreadable(f"{type(error).__name__} while handling the answer")
+
+    def uncertain(self, reason: str) -> NoReturn:
+        """A paid call that may have created a request whose answer was lost."""
+        raise DreaminaSubmitUncertainError(
+            f"submit to {self.call.model_id} may have created a paid request, but its answer was lost "
+            f"({shorten(self._secretless(reason), 500)}). It was not resent, so as not to pay twice: look "
+            "for a new request in the RunComfy dashboard before running this task again.",
+            model_id=self.call.model_id,
+        )
+
+    def _again(self, failure: DreaminaError, reason: str, retry_after: float | None = None) -> float:
+        attempt = self.made - 1
+        retries = 0 if self._spent_a_deadline else self.policy.retries_for(self.call)
+        if attempt >= retries:
+            raise failure
+        delay = self.policy.delay(attempt, retry_after)
+        if not deadlines.time_left_for(delay):
+            raise failure  # the wait around this call ends first: it decides what comes next
+        target = f" for request {self.call.request_id}" if self.call.request_id else ""
         log.warning(
             "%s%s failed (%s); retrying in %.1f s (retry %d of %d)",
-            call.name,
+            self.call.name,
             target,
             reason,
             delay,
             attempt + 1,
-            self.retries_for(call),
+            retries,
         )
+        return delay
 
-
-def submit_uncertain(call: Call[Any], reason: str) -> DreaminaSubmitUncertainError:
-    """The error of a submit that may have created a paid request whose answer was lost."""
-    return DreaminaSubmitUncertainError(
-        f"submit to {call.model_id} may have created a paid request, but its answer was lost ({reason}). "
-        "It was not resent, so as not to pay twice: look for a new request in the RunComfy "
-        "dashboard before running this task again.",
-        model_id=call.model_id,
-    )
+    def _secretless(self, text: str) -> str:
+        return without_secret(text, self.settings.token)

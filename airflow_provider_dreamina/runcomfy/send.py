@@ -1,22 +1,23 @@
 """The one loop that sends a call and reads its answer, as a sync and an async twin.
 
-The twins differ only in I/O; every decision is made by ``retries`` and ``answers``. Each attempt
-(request and whole answer) has one wall-clock deadline, the connection's ``request_deadline``,
-that no slow drip can stretch: the async twin wraps it in ``asyncio.wait_for``, the sync twin
-bounds every socket operation by the time left (``deadlines``) and checks it between chunks.
-Answers are read within the bounds of ``reading``. After a paid submit, *any* failure to read or
-parse the answer is :class:`DreaminaSubmitUncertainError`: the request may exist.
+The twins differ only in I/O; every decision is made by ``retries.Attempts`` (when to send again,
+what a failure after a paid call means) and ``answers`` (what an answer means). Each attempt
+(request and whole answer) has one wall-clock deadline (``deadlines.seconds_left``: the
+connection's ``request_deadline``, within any wait around the call) that no slow drip can
+stretch: the async twin wraps it in ``asyncio.wait_for``, the sync twin bounds every socket
+operation by the time left (``deadlines.within``) and checks it between chunks. Answers are read
+within the bounds of ``reading``.
 
-Errors are raised outside the ``except`` block that caught the transport error, so no httpx
-exception (and no URL or header inside it) rides along as ``__context__``; and the token is
+Nothing but a :class:`DreaminaError` leaves a call: an exception this code did not foresee, in
+sending, reading, parsing, deciding or logging, is ``Attempts.unforeseen`` (after a paid call:
+uncertain). Errors are raised outside the ``except`` block that caught the transport error, so no
+httpx exception (and no URL or header inside it) rides along as ``__context__``; and the token is
 scrubbed from every attribute of every error on its way out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import itertools
 import time
 
 import httpx
@@ -26,78 +27,76 @@ from airflow_provider_dreamina.redaction import scrub_exception
 from airflow_provider_dreamina.runcomfy import answers, deadlines, reading
 from airflow_provider_dreamina.runcomfy.calls import AnswerT, Call
 from airflow_provider_dreamina.runcomfy.clients import POOL_TIMEOUT, SharedAsyncClient
-from airflow_provider_dreamina.runcomfy.retries import RetryPolicy, submit_uncertain
+from airflow_provider_dreamina.runcomfy.retries import Attempts, RetryPolicy
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
+
+# What one attempt ended with: an answer read whole, or the transport error that ended it.
+Outcome = httpx.Response | httpx.HTTPError
 
 
 def send(
     client: httpx.Client, call: Call[AnswerT], policy: RetryPolicy, settings: DreaminaSettings
 ) -> AnswerT:
+    attempts = Attempts(call, policy, settings)
+    failure: DreaminaError | None = None
     try:
-        for attempt in itertools.count():
-            response: httpx.Response | None = None
-            transport_error: httpx.HTTPError | None = None
-            unreadable: reading.UnreadableAnswer | None = None
-            unexpected: Exception | None = None
+        while True:
+            seconds = attempts.seconds_for_next()
             try:
-                response = _exchange(client, call, settings)
+                outcome: Outcome = _exchange(client, call, settings, seconds)
             except httpx.HTTPError as error:
-                transport_error = error
+                outcome = error
             except reading.UnreadableAnswer as error:
-                unreadable = error
-            except Exception as error:
-                unexpected = error
-            _raise_unreadable(call, unreadable, unexpected)
-            delay = _next_delay(call, attempt, policy, settings, response, transport_error)
+                attempts.unreadable(str(error), error.status_code)
+            delay = _next(attempts, outcome)
             if delay is None:
-                assert response is not None
-                return _parse(call, response)
+                assert isinstance(outcome, httpx.Response)
+                return answers.parse(call, attempts, outcome)
             time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
     except DreaminaError as error:
-        scrub_exception(error, settings.token)
-        raise
+        failure = error
+    except Exception as error:  # raised outside this block: nothing unforeseen rides along
+        failure = _unforeseen(attempts, error)
+    raise scrub_exception(failure, settings.token)
 
 
 async def asend(
     shared: SharedAsyncClient, call: Call[AnswerT], policy: RetryPolicy, settings: DreaminaSettings
 ) -> AnswerT:
+    attempts = Attempts(call, policy, settings)
+    failure: DreaminaError | None = None
     try:
-        for attempt in itertools.count():
-            response: httpx.Response | None = None
-            transport_error: httpx.HTTPError | None = None
-            unreadable: reading.UnreadableAnswer | None = None
-            unexpected: Exception | None = None
+        while True:
+            seconds = attempts.seconds_for_next()
             try:
                 # The deadline starts once a pool slot is free: queueing behind other polls of a
                 # busy triggerer is not the answer being slow.
                 async with shared.slots:
-                    response = await asyncio.wait_for(
-                        _aexchange(shared.client, call, settings), timeout=settings.request_deadline
+                    outcome: Outcome = await asyncio.wait_for(
+                        _aexchange(shared.client, call, settings), timeout=seconds
                     )
             except asyncio.TimeoutError:
-                transport_error = deadlines.DeadlinePassed(settings.request_deadline)
+                outcome = deadlines.DeadlinePassed(seconds)
             except httpx.HTTPError as error:
-                transport_error = error
+                outcome = error
             except reading.UnreadableAnswer as error:
-                unreadable = error
-            except Exception as error:
-                unexpected = error
-            _raise_unreadable(call, unreadable, unexpected)
-            delay = _next_delay(call, attempt, policy, settings, response, transport_error)
+                attempts.unreadable(str(error), error.status_code)
+            delay = _next(attempts, outcome)
             if delay is None:
-                assert response is not None
-                return _parse(call, response)
+                assert isinstance(outcome, httpx.Response)
+                return answers.parse(call, attempts, outcome)
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
     except DreaminaError as error:
-        scrub_exception(error, settings.token)
-        raise
+        failure = error
+    except Exception as error:
+        failure = _unforeseen(attempts, error)
+    raise scrub_exception(failure, settings.token)
 
 
-def _exchange(client: httpx.Client, call: Call[AnswerT], settings: DreaminaSettings) -> httpx.Response:
+def _exchange(
+    client: httpx.Client, call: Call[AnswerT], settings: DreaminaSettings, seconds: float
+) -> httpx.Response:
     """One request and its whole answer, read within the bounds, or an exception."""
-    seconds = settings.request_deadline
     with deadlines.within(seconds) as deadline:
         remaining = max(0.001, deadline - time.monotonic())
         timeout = httpx.Timeout(
@@ -133,49 +132,17 @@ def _answer(streamed: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
-def _raise_unreadable(
-    call: Call[AnswerT], unreadable: reading.UnreadableAnswer | None, unexpected: Exception | None
-) -> None:
-    """Raise for an answer that broke a bound, or for anything else that went wrong in between."""
-    if unexpected is not None:
-        if call.paid:  # whatever it was, the POST may have been paid for
-            raise submit_uncertain(call, f"{type(unexpected).__name__} while reading the answer")
-        raise unexpected
-    if unreadable is None:
-        return
-    if call.paid:
-        raise submit_uncertain(call, str(unreadable))
-    raise answers.unreadable(call, unreadable.status_code, str(unreadable))
+def _next(attempts: Attempts, outcome: Outcome) -> float | None:
+    """None when ``outcome`` is a success to parse; else seconds before the next attempt (or raises)."""
+    if isinstance(outcome, httpx.HTTPError):
+        return attempts.after_transport_error(outcome)
+    failure = answers.error_for(attempts.call, outcome, attempts.settings)
+    return None if failure is None else attempts.after_error_answer(failure)
 
 
-def _parse(call: Call[AnswerT], response: httpx.Response) -> AnswerT:
+def _unforeseen(attempts: Attempts, error: Exception) -> DreaminaError:
     try:
-        return answers.parse(call, response)
-    except DreaminaError as error:
-        if not call.paid:
-            raise
-        reason = str(error)
-    # Created or not, the request id is lost: resending could pay twice.
-    raise submit_uncertain(call, reason)
-
-
-def _next_delay(
-    call: Call[AnswerT],
-    attempt: int,
-    policy: RetryPolicy,
-    settings: DreaminaSettings,
-    response: httpx.Response | None,
-    transport_error: httpx.HTTPError | None,
-) -> float | None:
-    """None when ``response`` is a success to parse; else seconds before the next attempt (or raises)."""
-    if transport_error is not None:
-        if isinstance(transport_error, deadlines.DeadlinePassed):
-            # A whole deadline spent: retrying would multiply it (a drip would hold a poll for
-            # max_retries + 1 deadlines). The caller's own policy decides what comes next.
-            call = dataclasses.replace(call, max_retries=0)
-        return policy.after_error(call, attempt, transport_error, settings)
-    assert response is not None
-    failure = answers.error_for(call, response, settings)
-    if failure is None:
-        return None
-    return policy.after_failure(call, attempt, failure)
+        attempts.unforeseen(error)
+    except DreaminaError as typed:
+        return typed
+    raise AssertionError("unforeseen() always raises")  # pragma: no cover

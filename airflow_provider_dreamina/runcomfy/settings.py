@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_dreamina.defaults import DEFAULT_MAX_ERROR_SECONDS
 from airflow_provider_dreamina.exceptions import DreaminaConfigurationError
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
@@ -59,6 +60,8 @@ class DreaminaSettings:
     #: Hosts (such as a local emulator) the image preflight may fetch from over http or privately.
     allowed_image_hosts: tuple[str, ...] = ()
     request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    #: How long a wait tolerates a run of transient errors (an outage of RunComfy's API).
+    max_error_seconds: float = DEFAULT_MAX_ERROR_SECONDS
     preflight_deadline: float = DEFAULT_PREFLIGHT_DEADLINE
     download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE
 
@@ -94,6 +97,9 @@ class DreaminaSettings:
                 request_deadline=_seconds(extra, "request_deadline", cls.request_deadline),
                 preflight_deadline=_seconds(extra, "preflight_deadline", cls.preflight_deadline),
                 download_deadline=_seconds(extra, "download_deadline", cls.download_deadline),
+                max_error_seconds=_seconds(
+                    extra, "max_error_seconds", cls.max_error_seconds, zero_allowed=True
+                ),
                 state_path=str(extra["state_path"]).strip() or None if extra.get("state_path") else None,
                 account_url=account_url.rstrip("/"),
                 min_balance_usd=_optional_number(extra.get("min_balance_usd")),
@@ -111,7 +117,7 @@ class DreaminaSettings:
         return (self.base_url, digest, self.timeout, self.connect_timeout, self.max_connections)
 
     def output_url_allowed(self, url: str) -> bool:
-        """Outputs come from https://*.runcomfy.net, or from hosts the connection lists (http allowed)."""
+        """Outputs come from ``https://*.runcomfy.net``, or from hosts the connection lists (http allowed)."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if host in self.allowed_output_hosts or (parts.netloc.lower() in self.allowed_output_hosts):
@@ -137,10 +143,12 @@ def _hosts(value: Any) -> tuple[str, ...]:
     return tuple(host.lower() for host in _list(value, r"[,\s]+"))
 
 
-def _seconds(extra: dict[str, Any], name: str, default: float) -> float:
-    value = float(extra.get(name) or default)
-    if not value > 0:
-        raise ValueError(f"{name} is {value}; it must be more than 0 seconds")
+def _seconds(extra: dict[str, Any], name: str, default: float, *, zero_allowed: bool = False) -> float:
+    raw = extra.get(name)
+    value = float(default if raw is None or raw == "" else raw)
+    if not (value >= 0 if zero_allowed else value > 0) or value == float("inf"):
+        rule = "0 or more" if zero_allowed else "more than 0"
+        raise ValueError(f"{name} is {value}; it must be {rule} seconds")
     return value
 
 

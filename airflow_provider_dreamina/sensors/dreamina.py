@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_dreamina._compat import (
+from airflow_provider_dreamina.compat import (
     AirflowRescheduleException,
     AirflowSensorTimeout,
     default_deferrable,
 )
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    DEFAULT_POLL_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
     from airflow_provider_dreamina.models import RequestResult
-    from airflow_provider_dreamina.polling import Waiting
+    from airflow_provider_dreamina.waiting.policy import Waiting
 
 #: Key under which a rescheduled sensor keeps its count of failed polls (Airflow 3.3+).
 _WAIT_STATE_KEY = "dreamina_sensor_errors"
@@ -39,17 +41,24 @@ class DreaminaRequestSensor(BaseSensorOperator):
     """Wait until a Dreamina request finishes; its XCom is the generation record as JSON.
 
     A failed or cancelled request fails the task (or skips it with ``soft_fail``). It follows the
-    same waiting policy as every other path (``airflow_provider_dreamina.polling``): transient
-    errors are retried inside each poll and tolerated for ``max_consecutive_errors`` polls in a
-    row. In deferrable mode the sensor pokes once, then waits in the triggerer without holding a
-    worker slot.
+    same waiting policy as every other path (``airflow_provider_dreamina.waiting.policy``): transient
+    errors are retried inside each poll and tolerated while they last less than
+    ``max_error_seconds`` or number at most ``max_consecutive_errors`` in a row. In deferrable mode
+    the sensor pokes once, then waits in the triggerer without holding a worker slot.
+
+    The sensor only watches a request that another task submitted, so by default it cancels
+    nothing; ``cancel_on_kill`` and ``cancel_on_timeout`` make it cancel a still-queued request as
+    the submit operator does.
 
     :param request_id: typically ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param cancel_on_kill: cancel a still-queued request when the task is killed (Airflow 3.3+,
-        deferrable) or times out. Off by default: the sensor only watches a request that another
-        task submitted.
-    :param max_consecutive_errors: transient failed polls in a row to tolerate before failing.
+    :param cancel_on_kill: cancel a still-queued request when the task is killed (Airflow 3.3+
+        calls the trigger's ``on_kill`` when a deferred task is marked failed or success).
+    :param cancel_on_timeout: cancel a still-queued request when the sensor times out.
+    :param max_consecutive_errors: transient failed polls in a row to tolerate, however quickly
+        they come.
+    :param max_error_seconds: how long a run of transient failed polls is tolerated (default: the
+        connection's ``max_error_seconds`` extra, else 15 minutes).
     """
 
     template_fields: Sequence[str] = ("request_id", "dreamina_conn_id")
@@ -62,8 +71,10 @@ class DreaminaRequestSensor(BaseSensorOperator):
         dreamina_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         cancel_on_kill: bool = False,
-        poke_interval: float = 10.0,
-        max_consecutive_errors: int = 5,
+        cancel_on_timeout: bool = False,
+        poke_interval: float = DEFAULT_POLL_INTERVAL,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        max_error_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -71,7 +82,9 @@ class DreaminaRequestSensor(BaseSensorOperator):
         self.dreamina_conn_id = dreamina_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
         self.max_consecutive_errors = max_consecutive_errors
+        self.max_error_seconds = max_error_seconds
         self._waiting: Waiting | None = None
         self._next_poll_delay = 0.0
 
@@ -84,9 +97,9 @@ class DreaminaRequestSensor(BaseSensorOperator):
     def _waiting_for(self, context: Context) -> Waiting:
         """This wait's state: the checked request id and what the policy has seen of it."""
         if self._waiting is None:
-            from airflow_provider_dreamina.outcome import fail_or_raise
-            from airflow_provider_dreamina.polling import Waiting, WaitPolicy
-            from airflow_provider_dreamina.runcomfy.calls import check_request_id
+            from airflow_provider_dreamina.models import check_request_id
+            from airflow_provider_dreamina.waiting.outcome import fail_or_raise
+            from airflow_provider_dreamina.waiting.policy import Waiting, WaitPolicy
 
             try:
                 request_id = check_request_id(self.request_id)
@@ -94,20 +107,22 @@ class DreaminaRequestSensor(BaseSensorOperator):
                 fail_or_raise(error)
             policy = WaitPolicy(
                 poll_interval=self.poke_interval,
-                error_budget=self.max_consecutive_errors,
-                cancel_at_deadline=self.cancel_on_kill,
+                # The sensor's timeout bounds the calls of each poke, as a wait's timeout does.
+                deadline=time.time() + self.timeout,
+                max_consecutive_errors=self.max_consecutive_errors,
+                max_error_seconds=self.hook.max_error_seconds(self.max_error_seconds),
+                cancel_on_timeout=self.cancel_on_timeout,
             )
             self._waiting = Waiting(request_id, policy)
             context["ti"].xcom_push(key=XCOM_REQUEST_ID, value=request_id)
             store = context.get("task_state_store") if self.reschedule else None
             if store is not None:
-                saved = store.get(_WAIT_STATE_KEY, 0)
-                self._waiting.errors_in_a_row = saved if isinstance(saved, int) else 0
+                self._waiting.resume_errors(store.get(_WAIT_STATE_KEY, None))
         return self._waiting
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_dreamina.outcome import fail_or_raise
-        from airflow_provider_dreamina.polling import poll_once
+        from airflow_provider_dreamina.waiting.outcome import fail_or_raise
+        from airflow_provider_dreamina.waiting.policy import poll_once
 
         waiting = self._waiting_for(context)
         try:
@@ -117,7 +132,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
         finally:
             store = context.get("task_state_store") if self.reschedule else None
             if store is not None:
-                store.set(_WAIT_STATE_KEY, waiting.errors_in_a_row)
+                store.set(_WAIT_STATE_KEY, waiting.error_run())
         if result is not None:
             return PokeReturnValue(is_done=True, xcom_value=self._succeeded(result, context))
         self._next_poll_delay = delay
@@ -153,15 +168,10 @@ class DreaminaRequestSensor(BaseSensorOperator):
         from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
 
         self.defer(
-            trigger=DreaminaRequestTrigger(
-                request_id=self._waiting_for(context).request_id,
-                dreamina_conn_id=self.dreamina_conn_id,
-                poll_interval=self.poke_interval,
-                deadline=time.time() + self.timeout,
+            trigger=DreaminaRequestTrigger.following(
+                self._waiting_for(context),
+                self.dreamina_conn_id,
                 cancel_on_kill=self.cancel_on_kill,
-                # The sensor only watches: the request belongs to whoever submitted it.
-                cancel_on_timeout=self.cancel_on_kill,
-                max_consecutive_errors=self.max_consecutive_errors,
                 not_before=time.time() + self._next_poll_delay,
             ),
             method_name="execute_complete",
@@ -170,7 +180,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
     def _execute_polling(self, context: Context) -> Any:
         """Airflow's poke loop; at its timeout, a queued request is cancelled as on every path."""
-        from airflow_provider_dreamina.polling import try_cancel
+        from airflow_provider_dreamina.waiting.policy import cancel_at_deadline
 
         try:
             return super().execute(context)
@@ -178,12 +188,11 @@ class DreaminaRequestSensor(BaseSensorOperator):
             waiting = self._waiting
             if waiting is None:
                 raise
-            cancelled = try_cancel(self.hook, waiting.request_id) if waiting.cancel_now else None
-            raise timeout from waiting.timed_out(cancelled)
+            raise timeout from waiting.timed_out(cancel_at_deadline(self.hook, waiting))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Finish after the trigger fired: the same outcome as a poke that saw the end."""
-        from airflow_provider_dreamina.outcome import RequestEvent, fail_or_raise
+        from airflow_provider_dreamina.waiting.outcome import RequestEvent, fail_or_raise
 
         try:
             result = RequestEvent.model_validate(event).finished_result()

@@ -9,11 +9,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_dreamina import polling
-from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID
-from airflow_provider_dreamina.exceptions import DreaminaError
+from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MAX_CONSECUTIVE_ERRORS
+from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTransientWaitError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
-from airflow_provider_dreamina.outcome import (
+from airflow_provider_dreamina.waiting import policy as polling
+from airflow_provider_dreamina.waiting.outcome import (
     EVENT_CANCELLED,
     EVENT_ERROR,
     EVENT_FAILED,
@@ -40,7 +40,7 @@ TRIGGER_CLASSPATH = "airflow_provider_dreamina.triggers.dreamina.DreaminaRequest
 class DreaminaRequestTrigger(BaseTrigger):
     """Poll a RunComfy request until it finishes, then yield exactly one event.
 
-    The event's payload is a :class:`~airflow_provider_dreamina.outcome.RequestEvent`: its status
+    The event's payload is a :class:`~airflow_provider_dreamina.waiting.outcome.RequestEvent`: its status
     is ``success``, ``failed``, ``cancelled``, ``timeout`` or ``error``, and it carries the whole
     result or the typed error, so ``execute_complete`` raises what a waiting worker would have.
 
@@ -52,7 +52,9 @@ class DreaminaRequestTrigger(BaseTrigger):
     :param cancel_on_kill: cancel the request when the user kills the task (Airflow 3.3+ calls
         ``on_kill`` when a deferred task is marked failed or success, or cleared).
     :param cancel_on_timeout: cancel a still-queued request when the deadline passes.
-    :param max_consecutive_errors: transient failed polls in a row to tolerate before giving up.
+    :param max_consecutive_errors: transient failed polls in a row to tolerate, however quickly.
+    :param max_error_seconds: how long a run of transient failed polls is tolerated; None reads the
+        connection's ``max_error_seconds`` extra (else 15 minutes) when the trigger runs.
     :param not_before: wall-clock epoch seconds before which the first poll is not made (a
         ``Retry-After`` the deferring task was told).
     """
@@ -65,7 +67,8 @@ class DreaminaRequestTrigger(BaseTrigger):
         deadline: float | None = None,
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
-        max_consecutive_errors: int = polling.DEFAULT_ERROR_BUDGET,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        max_error_seconds: float | None = None,
         not_before: float | None = None,
     ) -> None:
         super().__init__()
@@ -76,7 +79,31 @@ class DreaminaRequestTrigger(BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self.max_consecutive_errors = max_consecutive_errors
+        self.max_error_seconds = None if max_error_seconds is None else float(max_error_seconds)
         self.not_before = not_before
+
+    @classmethod
+    def following(
+        cls,
+        waiting: polling.Waiting,
+        dreamina_conn_id: str,
+        *,
+        cancel_on_kill: bool,
+        not_before: float | None = None,
+    ) -> DreaminaRequestTrigger:
+        """The trigger that goes on with ``waiting`` in the triggerer, under the same policy."""
+        policy = waiting.policy
+        return cls(
+            request_id=waiting.request_id,
+            dreamina_conn_id=dreamina_conn_id,
+            poll_interval=policy.poll_interval,
+            deadline=policy.deadline,
+            cancel_on_kill=cancel_on_kill,
+            cancel_on_timeout=policy.cancel_on_timeout,
+            max_consecutive_errors=policy.max_consecutive_errors,
+            max_error_seconds=policy.max_error_seconds,
+            not_before=not_before,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -89,17 +116,22 @@ class DreaminaRequestTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "cancel_on_timeout": self.cancel_on_timeout,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "max_error_seconds": self.max_error_seconds,
                 "not_before": self.not_before,
             },
         )
 
-    @property
-    def policy(self) -> polling.WaitPolicy:
+    async def policy(self) -> polling.WaitPolicy:
+        """The waiting policy of this trigger, ``max_error_seconds`` read from the connection if unset."""
+        max_error_seconds = self.max_error_seconds
+        if max_error_seconds is None:
+            max_error_seconds = (await self._hook().aget_settings()).max_error_seconds
         return polling.WaitPolicy(
             poll_interval=self.poll_interval,
             deadline=self.deadline,
-            error_budget=self.max_consecutive_errors,
-            cancel_at_deadline=self.cancel_on_timeout,
+            max_consecutive_errors=self.max_consecutive_errors,
+            max_error_seconds=max_error_seconds,
+            cancel_on_timeout=self.cancel_on_timeout,
         )
 
     def _hook(self) -> DreaminaHook:
@@ -109,14 +141,16 @@ class DreaminaRequestTrigger(BaseTrigger):
         return self._dreamina_hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        if self.not_before is not None and (pause := self.not_before - time.time()) > 0:
-            await asyncio.sleep(pause)
+        """Yield exactly one event; whatever goes wrong becomes an error event, never an exception."""
         try:
-            result = await polling.await_result(self._hook(), self.request_id, self.policy)
+            if self.not_before is not None and (pause := self.not_before - time.time()) > 0:
+                await asyncio.sleep(pause)
+            result = await polling.await_result(self._hook(), self.request_id, await self.policy())
+            event = RequestEvent.succeeded(result)
         except DreaminaError as error:
             event = RequestEvent.failed(self.request_id, error)
-        else:
-            event = RequestEvent.succeeded(result)
+        except Exception as error:  # a lookup of the connection, or anything unforeseen
+            event = RequestEvent.failed(self.request_id, unforeseen(self.request_id, error))
         yield TriggerEvent(event.model_dump(mode="json"))
 
     async def on_kill(self) -> None:
@@ -124,3 +158,13 @@ class DreaminaRequestTrigger(BaseTrigger):
         if self.cancel_on_kill:
             self.log.info("Task was killed: cancelling request %s", self.request_id)
             await polling.atry_cancel(self._hook(), self.request_id)
+
+
+def unforeseen(request_id: str, error: Exception) -> DreaminaTransientWaitError:
+    """A failure this trigger did not foresee, as a retryable error (Airflow's own way with a trigger
+    that raises: the task is retried, and reattaches)."""
+    return DreaminaTransientWaitError(
+        f"waiting for request {request_id} stopped on an unexpected {type(error).__name__}; the task "
+        "can be retried (it reattaches to the same request)",
+        request_id=request_id,
+    )

@@ -8,6 +8,7 @@ without Playwright or PyAV, the browser tests skip and say how to get what is mi
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -82,9 +83,22 @@ def make_video(
     return target.read_bytes()
 
 
-def write_poster(target: Path, image: Path, size: tuple[int, int] = (480, 320)) -> None:
-    """A JPEG poster, as the provider's ``poster=True`` writes beside a video (``<video>.jpg``)."""
+def write_poster(video: Path, image: Path, size: tuple[int, int] = (480, 320)) -> None:
+    """A JPEG poster beside a stored video, recorded in its manifest, as ``poster=True`` does."""
+    import hashlib
+
     from PIL import Image
 
+    target = video.with_suffix(".jpg")
     source = Image.open(image).convert("RGB")
     source.resize(size).save(target, "JPEG", quality=85)
+    data = target.read_bytes()
+    manifest_path = video.with_name(video.name + ".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["poster"] = {
+        "file_name": target.name,
+        "stored_uri": target.as_uri(),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    manifest_path.write_text(json.dumps(manifest))

@@ -10,6 +10,8 @@ import hashlib
 import inspect
 import json
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,9 +25,9 @@ from packaging.version import Version
 
 from airflow_provider_dreamina.emulator import EmulatorHandle, run_emulator
 from airflow_provider_dreamina.operators.dreamina import MANIFEST_SUFFIX
+from airflow_provider_dreamina.outputs.decode import decode_all
+from airflow_provider_dreamina.outputs.video import inspect_file
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
-from airflow_provider_dreamina.video import inspect_file
-from airflow_provider_dreamina.video_decode import decode_all
 from tests.e2e.harness import Airflow, marked_processes, run_airflow
 
 pytestmark = pytest.mark.e2e
@@ -57,19 +59,60 @@ DAG_IDS = [
 ]
 
 
+class StatsdListener:
+    """A StatsD server on 127.0.0.1 that keeps the provider's metrics (Airflow's own are dropped)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port: int = self.socket.getsockname()[1]
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="statsd-listener", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.socket.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.lines.extend(
+                line for line in data.decode(errors="replace").splitlines() if "dreamina." in line
+            )
+
+    def names(self) -> list[str]:
+        return [line.partition(":")[0] for line in list(self.lines)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.socket.close()
+
+
 @dataclass
 class Stack:
     airflow: Airflow
     emulator: EmulatorHandle
     output_dir: Path
+    metrics: StatsdListener
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("airflow")
     output_dir = home / "videos"
+    metrics = StatsdListener()
     with run_emulator(token=TOKEN, queue_seconds=1, run_seconds=2) as emulator:
         env = {
+            # Airflow's metrics, and so the provider's, go to a StatsD listener of this test.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(metrics.port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
             # The e2e DAGs read their image through the deployment's roots; the examples set their own.
             "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(allowed_image_roots=[str(E2E_IMAGES)]),
             "AIRFLOW_CONN_DREAMINA_NORETRY": emulator.connection_json(
@@ -84,9 +127,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with run_airflow([EXAMPLE_DAGS, E2E_DAGS], env=env, home=home) as airflow:
             airflow.set_pool("dreamina", 4, include_deferred=True)
             airflow.wait_for_dags(DAG_IDS, timeout=90)
-            yield Stack(airflow, emulator, output_dir)
+            yield Stack(airflow, emulator, output_dir, metrics)
         # Everything the harness started is gone, task processes included.
         assert marked_processes(airflow.marker) == []
+    metrics.close()
 
 
 @pytest.fixture
@@ -172,6 +216,16 @@ def test_image_to_video_defers_to_the_triggerer_and_saves_a_verified_video(e2e: 
     assert manifest["seed"] == 42
     assert manifest["frames"] == 121
     assert local_path(uri).is_relative_to(e2e.output_dir)
+
+    # Metrics from the worker (the submit, the download) and from the triggerer: the sensor's one
+    # poke saw the request unfinished, so only the trigger saw it end.
+    wanted = {
+        "airflow.dreamina.submit.succeeded",
+        "airflow.dreamina.request.succeeded",
+        "airflow.dreamina.request.generation_duration",
+        "airflow.dreamina.download.bytes",
+    }
+    wait_for(lambda: wanted <= set(e2e.metrics.names()), f"metrics {wanted}", timeout=30)
 
 
 def test_content_pipeline_makes_three_videos_one_asset_event_and_feeds_the_consumer(e2e: Stack) -> None:

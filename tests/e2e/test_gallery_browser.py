@@ -88,8 +88,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {
             "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(),
             "AIRFLOW_VAR_DREAMINA_OUTPUT_DIR": str(output_dir),
-            # Airflow 3.3 loads a provider's plugins only when providers are discovered eagerly.
-            "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
             # A real sign-in: not every request is an admin's.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
@@ -105,8 +103,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert run["state"] == "success", airflow.describe_run(SINGLE, run_id)
             (uri,) = xcom(airflow, SINGLE, run_id, "download")
             stored = local_path(uri)
-            # As the provider's poster option will: `<video name>.jpg` beside the video.
-            write_poster(stored.with_suffix(".jpg"), IMAGES / "lighthouse.png")
+            # As the download's poster option does: `<video name>.jpg` beside the video, recorded.
+            write_poster(stored, IMAGES / "lighthouse.png")
             yield Stack(airflow, emulator, outputs, output_dir, video, stored.stem, stored)
 
 
@@ -435,9 +433,9 @@ def test_a_review_publishes_exactly_the_approved_videos(stack: Stack, page: Any)
         for output in event["extra"].get("outputs", [])
     ]
     assert {*approved, rejected} <= set(stored)
-    for uri in stored:  # posters of each row's own image, as the provider's poster option will write
+    for uri in stored:  # posters of each row's own image, recorded as the poster option records them
         manifest = json.loads(local_path(uri + ".json").read_text())
-        write_poster(local_path(uri).with_suffix(".jpg"), Path(manifest["image_url"]))
+        write_poster(local_path(uri), Path(manifest["image_url"]))
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{airflow.api_url}/dreamina/?dag_id={PIPELINE}")
     assert page.locator("article").count() == len(stored)

@@ -25,7 +25,7 @@ from airflow_provider_dreamina.emulator.render import (
 )
 from airflow_provider_dreamina.emulator.server import EmulatorApp
 from airflow_provider_dreamina.emulator.settings import DEFAULT_TOKEN, EmulatorConfig
-from airflow_provider_dreamina.video import inspect_file
+from airflow_provider_dreamina.outputs.video import inspect_file
 from tests.video_samples import top_level_boxes
 
 SUBMIT_PATH = f"/v1/models/{MODEL_ID}"

@@ -155,10 +155,19 @@ def test_invalid_request_ids_never_reach_the_network(emulator: EmulatorHandle, a
 
 
 def test_sync_and_async_methods_have_the_same_signatures() -> None:
-    for name in ("submit", "get_status", "get_result", "cancel", "prepare_image"):
-        sync, async_ = getattr(DreaminaHook, name), getattr(DreaminaHook, f"a{name}")
-        assert inspect.iscoroutinefunction(async_), name
+    twins = {
+        name: f"a{name}" for name in ("get_status", "get_result", "cancel", "get_model_info", "get_balance")
+    }
+    for sync_name, async_name in {**twins, "wait": "await_result"}.items():
+        sync, async_ = getattr(DreaminaHook, sync_name), getattr(DreaminaHook, async_name)
+        assert inspect.iscoroutinefunction(async_), async_name
         assert inspect.signature(sync).parameters.keys() == inspect.signature(async_).parameters.keys()
+
+
+def test_a_paid_submit_has_no_async_twin() -> None:
+    # Paying is a worker's job, with an intent recorded first; the triggerer only waits.
+    assert not hasattr(DreaminaHook, "asubmit")
+    assert not hasattr(DreaminaHook, "aprepare_image")
 
 
 def test_http_transport_is_injectable() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dreamina._storage import DEFAULT_MAX_BYTES, LocalDestination
+from airflow_provider_dreamina.defaults import DEFAULT_MAX_BYTES
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import (
     DreaminaDestinationFullError,
@@ -22,6 +22,7 @@ from airflow_provider_dreamina.exceptions import (
 )
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 from airflow_provider_dreamina.operators.download import DreaminaDownloadOperator
+from airflow_provider_dreamina.outputs.destinations import LocalDestination
 from tests.bounds import bounded, gzip_bomb_ready
 from tests.hostile_server import HostileServer, hostile_server
 from tests.operators.test_download import (

@@ -36,7 +36,9 @@ def make_operator(emulator: EmulatorHandle, **kwargs: Any) -> DreaminaImageToVid
 @pytest.fixture
 def no_retries(emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
     """The emulator with a connection whose hook does not retry, so faults reach the task."""
-    monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0, max_error_seconds=0)
+    )
     return emulator
 
 
@@ -53,7 +55,8 @@ def test_waiting_returns_a_small_json_result(emulator: EmulatorHandle) -> None:
     assert result["state"] == "succeeded"
     assert result["request_id"] == context["ti"].xcom[XCOM_REQUEST_ID]
     assert result["output_urls"] and context["ti"].xcom[XCOM_OUTPUT_URL] == result["output_urls"][0]
-    assert set(result) >= {"created_at", "finished_at", "duration_seconds", "cost"}
+    assert set(result) >= {"created_at", "finished_at", "generation_seconds", "cost_usd"}
+    assert "cost" not in result and "duration_seconds" not in result
     assert result["input"] == {
         "model_id": DEFAULT_MODEL_ID,
         "prompt": "a paper boat on a rainy street",
@@ -224,7 +227,7 @@ def test_changed_input_is_submitted_anew(emulator: EmulatorHandle) -> None:
 def test_without_a_state_store_a_retry_resubmits_and_says_so(
     emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("airflow_provider_dreamina.submission._warned_no_state", False)
+    monkeypatch.setattr("airflow_provider_dreamina.submission.reattach._warned_no_state", False)
     make_operator(emulator).execute(make_context())
     make_operator(emulator).execute(make_context())
     assert emulator.counters()["submissions"] == 2

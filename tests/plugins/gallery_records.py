@@ -20,8 +20,10 @@ def store_video(
     *,
     manifest: dict[str, Any] | None = None,
     write_manifest: bool = True,
+    poster: bytes | None = None,
 ) -> dict[str, Any]:
-    """Write ``<request id>.mp4`` and its manifest; returns the event output entry."""
+    """Write ``<request id>.mp4`` and its manifest (and ``<request id>.jpg``, recorded in it, when
+    ``poster`` is given); returns the event output entry."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{request_id}.mp4"
     path.write_bytes(data)
@@ -43,11 +45,19 @@ def store_video(
             "bytes": len(data),
             "sha256": output["sha256"],
             "content_type": "video/mp4",
-            "cost": 0.5,
+            "cost_usd": 0.5,
+            **(recorded_poster(directory / f"{request_id}.jpg", poster) if poster is not None else {}),
             **(manifest or {}),
         }
         (directory / f"{path.name}.json").write_text(json.dumps(recorded))
     return output
+
+
+def recorded_poster(path: Path, image: bytes) -> dict[str, Any]:
+    """Write a poster as the download does, and the manifest's entry that records it."""
+    path.write_bytes(image)
+    entry = {"file_name": path.name, "stored_uri": path.as_uri(), "bytes": len(image)}
+    return {"poster": {**entry, "sha256": hashlib.sha256(image).hexdigest()}}
 
 
 def event(
@@ -68,3 +78,18 @@ def event(
         run_id="manual__1",
         map_index=map_index,
     )
+
+
+def next_tick(path: Path) -> None:
+    """Until the file system's clock has moved past ``path``'s last change (one tick at most).
+
+    On kernels with coarse time stamps, two changes within one tick leave the same ctime; a test
+    that needs a change to be seen waits for the next tick (not for a fixed time).
+    """
+    changed = path.stat().st_ctime_ns
+    scratch = path.with_name(".tick")
+    while True:
+        scratch.write_bytes(b"")
+        if scratch.stat().st_ctime_ns > changed:
+            scratch.unlink()
+            return

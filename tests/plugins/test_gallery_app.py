@@ -7,85 +7,13 @@ answers, the page) is the real code. The same endpoints run in a real Airflow in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-from airflow.api_fastapi.common.db.common import _get_session
-from airflow.api_fastapi.core_api.security import get_user
 from fastapi.testclient import TestClient
 
-from airflow_provider_dreamina.plugins import access, catalog, records
-from airflow_provider_dreamina.plugins.gallery import create_app
 from airflow_provider_dreamina.plugins.plugin import DreaminaGalleryPlugin
-from airflow_provider_dreamina.plugins.records import EventRow, generation_at, images_in, with_details
+from tests.plugins.conftest import FakeCatalog
 from tests.plugins.gallery_records import VIDEO, event, store_video
-
-
-class FakeCatalog:
-    """The events a test stored, looked up as ``catalog`` would (readable DAGs only)."""
-
-    def __init__(self) -> None:
-        self.events: list[EventRow] = []
-        self.readable_seen: list[set[str]] = []
-
-    def find_generations(
-        self, session: Any, dag_ids: set[str], filters: Any, *, before: Any, limit: int
-    ) -> Any:
-        self.readable_seen.append(dag_ids)
-        found = [
-            with_details(generation, images_in(row))
-            for row in reversed(self.events)
-            if row.dag_id in dag_ids
-            and (not filters.request_id or row.extra["request_id"] == filters.request_id)
-            for generation in records.generations_in(row)
-        ]
-        return catalog.Page(found[:limit], None)
-
-    def find_generation(self, session: Any, dag_ids: set[str], event_id: int, index: int) -> Any:
-        for row in self.events:
-            if row.id == event_id and row.dag_id in dag_ids:
-                found = generation_at(row, index)
-                return with_details(found, images_in(row)) if found else None
-        return None
-
-    def dags_with_generations(self, session: Any, dag_ids: set[str]) -> list[str]:
-        return sorted({row.dag_id for row in self.events} & dag_ids)
-
-    def newest_for_request(self, session: Any, dag_ids: set[str], request_id: str) -> Any:
-        for row in reversed(self.events):
-            if row.extra["request_id"] == request_id and row.dag_id in dag_ids:
-                return with_details(records.generations_in(row)[0], images_in(row))
-        return None
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCatalog:
-    records.details_cache.clear()
-    found = FakeCatalog()
-    for name in ("find_generations", "find_generation", "dags_with_generations", "newest_for_request"):
-        monkeypatch.setattr(catalog, name, getattr(found, name))
-    monkeypatch.setattr(access, "readable_dag_ids", lambda user: {"dag_a"})
-    monkeypatch.setattr(access, "login_url", lambda next_url: "/auth/login?next=x")
-    return found
-
-
-@pytest.fixture
-def client(fake: FakeCatalog) -> Iterator[TestClient]:
-    app = create_app()
-    app.dependency_overrides[get_user] = lambda: {"name": "reader"}
-    app.dependency_overrides[_get_session] = lambda: None
-    with TestClient(app, root_path="/dreamina") as opened:
-        yield opened
-
-
-@pytest.fixture
-def anonymous(fake: FakeCatalog) -> Iterator[TestClient]:
-    app = create_app()
-    app.dependency_overrides[_get_session] = lambda: None
-    with TestClient(app, root_path="/dreamina") as opened:
-        yield opened
 
 
 def test_every_endpoint_refuses_a_request_without_a_signed_in_user(
@@ -170,13 +98,16 @@ def test_only_what_the_provider_recorded_is_served(
 
 
 def test_a_poster_must_be_an_image(client: TestClient, fake: FakeCatalog, tmp_path: Path) -> None:
-    fake.events.append(event(1, "req-1", [store_video(tmp_path, "req-1")]))
+    fake.events.append(event(1, "req-1", [store_video(tmp_path / "a", "req-1")]))
     assert client.get("/media/1/0/poster").status_code == 404
-    (tmp_path / "req-1.jpg").write_bytes(b"<html>not a jpeg</html>")
-    records.details_cache.clear()
-    assert client.get("/media/1/0/poster").status_code == 404
-    (tmp_path / "req-1.jpg").write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
-    poster = client.get("/media/1/0/poster")
+    fake.events.append(
+        event(2, "req-2", [store_video(tmp_path / "b", "req-2", poster=b"<html>not a jpeg</html>")])
+    )
+    assert client.get("/media/2/0/poster").status_code == 404  # recorded, but not an image
+    fake.events.append(
+        event(3, "req-3", [store_video(tmp_path / "c", "req-3", poster=b"\xff\xd8\xff\xe0 a jpeg")])
+    )
+    poster = client.get("/media/3/0/poster")
     assert (poster.status_code, poster.headers["content-type"]) == (200, "image/jpeg")
 
 
@@ -187,4 +118,6 @@ def test_the_plugin_puts_the_gallery_in_the_navigation() -> None:
     assert app["url_prefix"] == "/dreamina"
     # The app is built on its first request, so importing the plugin stays cheap.
     with TestClient(app["app"]) as lazy:
-        assert lazy.get("/").status_code == 401
+        refused = lazy.get("/")
+        assert refused.status_code == 401
+        assert "frame-ancestors 'self'" in refused.headers["content-security-policy"]  # as Airflow mounts it

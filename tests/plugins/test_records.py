@@ -9,7 +9,7 @@ import pytest
 
 from airflow_provider_dreamina.plugins import records
 from airflow_provider_dreamina.plugins.records import generations_in, with_details
-from tests.plugins.gallery_records import event, store_video
+from tests.plugins.gallery_records import event, recorded_poster, store_video
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def test_a_matching_manifest_makes_a_video_playable_with_its_facts(tmp_path: Pat
         "req-3",
         manifest={
             "cost_usd": 0.42,
-            "duration_seconds": 37.5,  # the older key: wall time of the generation, not the video
+            "generation_seconds": 37.5,  # wall time of the generation, not the length of the video
             "video": {"duration_seconds": 5.04, "frames": 121, "fps": 24, "width": 1280, "height": 720},
         },
     )
@@ -53,7 +53,7 @@ def test_a_matching_manifest_makes_a_video_playable_with_its_facts(tmp_path: Pat
     generation = with_details(generation)
     assert generation.playable, generation.problem
     assert (generation.prompt, generation.seed, generation.frames) == ("prompt of req-3", 42, 121)
-    assert generation.cost_usd == 0.42  # cost_usd wins over the older "cost"
+    assert generation.cost_usd == 0.42
     assert generation.duration_seconds == 5.04
 
 
@@ -86,25 +86,25 @@ def test_without_a_manifest_nothing_is_played(tmp_path: Path) -> None:
     assert "no readable manifest" in with_details(generation).problem
 
 
-def test_the_poster_beside_the_video_or_named_in_the_manifest(tmp_path: Path) -> None:
+def test_the_poster_is_the_one_the_manifest_records_with_its_digest(tmp_path: Path) -> None:
     output = store_video(tmp_path, "req-6")
     (generation,) = generations_in(event(1, "req-6", [output]))
-    assert with_details(generation).poster is None
+    # An image beside the video that no manifest records is no poster.
     (tmp_path / "req-6.jpg").write_bytes(b"\xff\xd8\xff poster")
-    records.details_cache.clear()
-    poster = with_details(generation).poster
-    assert poster is not None and poster.uri == (tmp_path / "req-6.jpg").as_uri()
-    # Named in the manifest (issue 13's shape) wins; a poster outside the video's folder never counts.
-    (tmp_path / "frame.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert with_details(generation).poster is None
     manifest = json.loads((tmp_path / "req-6.mp4.json").read_text())
-    manifest["poster"] = {"file_name": "frame.png", "stored_uri": (tmp_path / "frame.png").as_uri()}
-    (tmp_path / "req-6.mp4.json").write_text(json.dumps(manifest))
-    records.details_cache.clear()
-    assert with_details(generation).poster.uri.endswith("/frame.png")  # type: ignore[union-attr]
-    manifest["poster"] = {"stored_uri": "file:///etc/hostname.jpg"}
-    (tmp_path / "req-6.mp4.json").write_text(json.dumps(manifest))
-    records.details_cache.clear()
-    assert with_details(generation).poster.uri.endswith("/req-6.jpg")  # type: ignore[union-attr]
+    for recorded, found in [
+        (recorded_poster(tmp_path / "frame.png", b"\x89PNG\r\n\x1a\n")["poster"], "/frame.png"),
+        # A poster outside the video's folder, or without a digest, never counts.
+        ({"stored_uri": "file:///etc/hostname.jpg", "bytes": 3, "sha256": "0" * 64}, None),
+        ({"file_name": "req-6.jpg", "stored_uri": (tmp_path / "req-6.jpg").as_uri()}, None),
+    ]:
+        manifest["poster"] = recorded
+        (tmp_path / "req-6.mp4.json").write_text(json.dumps(manifest))
+        records.details_cache.clear()
+        poster = with_details(generation).poster
+        assert (poster.uri[-len(found) :] if poster else None) == found
+    assert poster is None
 
 
 def test_a_storage_that_cannot_be_read_does_not_break_the_listing(tmp_path: Path) -> None:

@@ -7,25 +7,33 @@ import dataclasses
 import json
 import time
 
+import httpx
 import pytest
 
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import (
+    DreaminaAuthError,
     DreaminaConnectionError,
+    DreaminaInsufficientBalanceError,
+    DreaminaNotFoundError,
     DreaminaRateLimitError,
+    DreaminaRejectedInputError,
     DreaminaSubmitUncertainError,
 )
 from airflow_provider_dreamina.hooks.dreamina import (
     DreaminaHook,
 )
 from airflow_provider_dreamina.models import (
+    ImageToVideoInput,
     RequestStatus,
 )
-from airflow_provider_dreamina.runcomfy.retries import parse_retry_after
+from airflow_provider_dreamina.runcomfy.retries import maybe_paid, parse_retry_after
+from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 from tests.helpers import (
     Api,
     AsyncFlakyConnectTransport,
     FlakyConnectTransport,
+    data_uri,
     fast_hook,
     sample_input,
 )
@@ -156,3 +164,53 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert 0 <= (parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") or 0) < 1
+
+
+# -- what an error answer to a paid submit means --------------------------------------------
+
+
+def _answering(status: int, body: dict[str, object]) -> DreaminaHook:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    hook = DreaminaHook(transport=httpx.MockTransport(answer), max_retries=3, retry_backoff=0.01)
+    hook._settings = DreaminaSettings(conn_id="c", base_url="https://api.test", token="t" * 32)
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, {"error_code": 123456, "error_message": "something new"}),
+        (200, {"error_code": "x"}),
+        (409, {"message": "conflict"}),
+        (418, {}),
+        (503, {"error_code": 500001}),
+    ],
+)
+def test_an_error_answer_that_is_not_a_refusal_makes_a_paid_submit_uncertain(
+    status: int, body: dict[str, object]
+) -> None:
+    hook = _answering(status, body)
+    with pytest.raises(DreaminaSubmitUncertainError) as caught:
+        hook.submit(ImageToVideoInput(prompt="p", image_urls=[data_uri(400, 400)]))
+    assert maybe_paid(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "refusal"),
+    [
+        (401, {"error_code": 400004}, DreaminaAuthError),
+        (402, {}, DreaminaInsufficientBalanceError),
+        (200, {"error_code": 400002}, DreaminaInsufficientBalanceError),
+        (404, {"error_code": 400001}, DreaminaNotFoundError),
+        (422, {"detail": [{"loc": ["body", "prompt"], "msg": "too long"}]}, DreaminaRejectedInputError),
+    ],
+)
+def test_a_refusal_of_a_paid_submit_says_nothing_was_created(
+    status: int, body: dict[str, object], refusal: type[Exception]
+) -> None:
+    hook = _answering(status, body)
+    with pytest.raises(refusal) as caught:
+        hook.submit(ImageToVideoInput(prompt="p", image_urls=[data_uri(400, 400)]))
+    assert not maybe_paid(caught.value)

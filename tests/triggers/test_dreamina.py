@@ -14,8 +14,8 @@ from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaNotFoundError
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 from airflow_provider_dreamina.models import ImageToVideoInput
-from airflow_provider_dreamina.outcome import RequestEvent
 from airflow_provider_dreamina.triggers.dreamina import DreaminaRequestTrigger
+from airflow_provider_dreamina.waiting.outcome import RequestEvent
 
 
 def submit(emulator: EmulatorHandle) -> str:
@@ -36,7 +36,9 @@ def run_trigger(trigger: DreaminaRequestTrigger) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def no_retries(emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
-    monkeypatch.setenv("AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DREAMINA_DEFAULT", emulator.connection_json(max_retries=0, max_error_seconds=0)
+    )
     return emulator
 
 
@@ -96,7 +98,9 @@ def test_transient_faults_are_survived(no_retries: EmulatorHandle) -> None:
 def test_too_many_faults_in_a_row_yield_a_retryable_error(no_retries: EmulatorHandle) -> None:
     request_id = submit(no_retries)
     no_retries.inject_fault("status", "reset", count=100)
-    (event,) = run_trigger(DreaminaRequestTrigger(request_id, poll_interval=0.05, max_consecutive_errors=2))
+    (event,) = run_trigger(
+        DreaminaRequestTrigger(request_id, poll_interval=0.05, max_consecutive_errors=2, max_error_seconds=0)
+    )
     assert event["status"] == "error"
     assert RequestEvent.model_validate(event).to_error().retryable is True
     assert no_retries.counters()["calls_per_request"][request_id]["status"] == 3

@@ -33,7 +33,8 @@ with DAG(dag_id="dreamina_e2e_mark_failed", **COMMON):
     )
 
 # Its trigger gives up on a run of status faults; the retry must reattach, not pay again.
-# `dreamina_noretry` has max_retries 0, so every injected fault reaches the trigger.
+# `dreamina_noretry` has max_retries 0, so every injected fault reaches the trigger, and
+# max_error_seconds=0 lets the count of failed polls alone decide when the trigger gives up.
 with DAG(dag_id="dreamina_e2e_reattach", **COMMON):
     DreaminaImageToVideoOperator(
         task_id="generate",
@@ -43,6 +44,7 @@ with DAG(dag_id="dreamina_e2e_reattach", **COMMON):
         wait_for_completion=True,
         deferrable=True,
         poll_interval=1,
+        max_error_seconds=0,
         retries=1,
         retry_delay=timedelta(seconds=1),
     )

@@ -19,22 +19,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dreamina.defaults import DEFAULT_CONN_ID, DEFAULT_MODEL_ID
+from airflow_provider_dreamina.defaults import (
+    DEFAULT_CONN_ID,
+    DEFAULT_FRAMES,
+    DEFAULT_MODEL_ID,
+    FRAMES_PER_SECOND,
+)
 from airflow_provider_dreamina.exceptions import (
     DreaminaBalanceReserveError,
     DreaminaBudgetExceededError,
+    DreaminaDownloadError,
     DreaminaInvalidInputError,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
     from airflow_provider_dreamina.models import ImageToVideoInput, ModelInfo
+    from airflow_provider_dreamina.outputs.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-#: Dreamina renders 24 frames per second: 121 frames is about 5 s, 241 about 10 s.
-FRAMES_PER_SECOND = 24
-DEFAULT_FRAMES = 121
 _PER_OUTPUT_UNITS = frozenset({"output", "outputs", "per_output", "video", "per_video", "generation"})
 _PER_SECOND_UNITS = frozenset({"second", "seconds", "per_second", "sec", "s"})
 
@@ -258,27 +262,7 @@ def _label(row: Mapping[str, Any]) -> str:
 # What a batch did cost, from the manifests DreaminaDownloadOperator wrote beside each video
 
 
-def video_seconds(manifest: Mapping[str, Any]) -> float | None:
-    """Seconds of one saved video: measured (``video.duration_seconds``) when the manifest has it,
-    else frames / 24."""
-    video = manifest.get("video")
-    measured = video.get("duration_seconds") if isinstance(video, Mapping) else None
-    if isinstance(measured, (int, float)) and not isinstance(measured, bool) and measured > 0:
-        return float(measured)
-    frames = manifest.get("frames")
-    if isinstance(frames, (int, float)) and not isinstance(frames, bool) and frames > 0:
-        return frames / FRAMES_PER_SECOND
-    return None
-
-
-def manifest_cost(manifest: Mapping[str, Any]) -> float | None:
-    cost = manifest.get("cost_usd", manifest.get("cost"))
-    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-        return float(cost)
-    return None
-
-
-def actual_spend(manifests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def actual_spend(manifests: Iterable[Manifest]) -> dict[str, Any]:
     """The count of videos, what their requests cost in all, and the cost per second of video.
 
     A request's cost counts once even when it saved several files. ``total_cost_usd`` is None
@@ -288,8 +272,8 @@ def actual_spend(manifests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     costs: dict[str, float | None] = {}
     seconds = 0.0
     for number, manifest in enumerate(manifests):
-        costs.setdefault(str(manifest.get("request_id") or f"#{number}"), manifest_cost(manifest))
-        seconds += video_seconds(manifest) or 0.0
+        costs.setdefault(manifest.request_id or f"#{number}", manifest.cost_usd)
+        seconds += manifest.video_seconds or 0.0
     reported = [cost for cost in costs.values() if cost is not None]
     total = round(math.fsum(reported), 6) if reported else None
     return {
@@ -301,16 +285,23 @@ def actual_spend(manifests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def read_manifests(uris: Iterable[str]) -> list[dict[str, Any]]:
-    """The manifest beside each stored video (``<file>.json``), read through Airflow's object storage."""
-    import json
+def read_manifests(uris: Iterable[str]) -> list[Manifest]:
+    """The manifest beside each stored video (``<file>.json``), read through Airflow's object storage.
 
+    :raises DreaminaDownloadError: a video has no readable manifest beside it.
+    """
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_dreamina.operators.download import MANIFEST_SUFFIX
+    from airflow_provider_dreamina.outputs.manifest import MANIFEST_READ_LIMIT, Manifest, manifest_name
 
     manifests = []
     for uri in uris:
         path = ObjectStoragePath(uri)
-        manifests.append(json.loads(path.with_name(path.name + MANIFEST_SUFFIX).read_text()))
+        with path.with_name(manifest_name(path.name)).open("rb") as handle:  # type: ignore[no-untyped-call]
+            manifest = Manifest.read(handle.read(MANIFEST_READ_LIMIT))
+        if manifest is None:
+            raise DreaminaDownloadError(
+                f"{uri} has no readable manifest beside it ({manifest_name(path.name)})"
+            )
+        manifests.append(manifest)
     return manifests

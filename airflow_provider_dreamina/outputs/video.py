@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from airflow_provider_dreamina import _mp4
 from airflow_provider_dreamina.exceptions import DreaminaInvalidVideoError, DreaminaVideoIndexTooLargeError
+from airflow_provider_dreamina.outputs import mp4 as _mp4
 
 #: Largest `moov` (or `moof`) box kept in memory; a 10 s video's index is a few kilobytes.
 MAX_INDEX_BYTES = 64 * 1024 * 1024
@@ -379,29 +379,6 @@ def inspect_read_at(
         offset, length = next(walk)
         while True:
             offset, length = walk.send(_read_exactly(read_at, offset, length, index))
-    except StopIteration as done:
-        facts: VideoFacts = done.value
-        return facts
-
-
-async def ainspect_read_at(
-    read_at: Callable[[int, int], Awaitable[bytes]],
-    size: int,
-    *,
-    source: str = "the output",
-    url: str | None = None,
-    max_index_bytes: int = MAX_INDEX_BYTES,
-) -> VideoFacts:
-    """`inspect_read_at` with an async `read_at`, e.g. HTTP Range requests."""
-    index = _Index(source, url)
-    walk = _walk(size, max_index_bytes, index)
-    try:
-        offset, length = next(walk)
-        while True:
-            data = await read_at(offset, length)
-            if len(data) != length:
-                raise index.invalid(f"is cut short: reading {length} bytes at {offset} gave {len(data)}")
-            offset, length = walk.send(data)
     except StopIteration as done:
         facts: VideoFacts = done.value
         return facts

@@ -1,6 +1,6 @@
 """Deeper checks of a saved video with PyAV (the `video` extra): decode every frame, cut a poster.
 
-Reading the boxes (`airflow_provider_dreamina.video`) proves a file is a complete MP4 with a video
+Reading the boxes (`airflow_provider_dreamina.outputs.video`) proves a file is a complete MP4 with a video
 track; only decoding proves its frames are pictures. That costs CPU seconds per video and FFmpeg,
 so it is optional and PyAV is imported only when one of these runs.
 """

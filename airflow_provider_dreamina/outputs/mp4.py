@@ -1,6 +1,6 @@
 """The MP4 / QuickTime index (`moov`, `moof`) as the numbers a video's facts are made of.
 
-Private to `airflow_provider_dreamina.video`, which decides what those numbers mean for a download.
+Private to `airflow_provider_dreamina.outputs.video`, which decides what those numbers mean for a download.
 Box layouts follow ISO/IEC 14496-12; every offset below is into a box's payload.
 """
 

@@ -1,8 +1,8 @@
 """Whether a submit task pays for a new request or reattaches to the one it already paid for.
 
-The decision, in order, from the task's two-phase record (``state``):
+The decision, in order, from the task's two-phase record (``records``, kept in ``stores``):
 
-* no record, or a record of another input (prompt, image, seed, frames, model) → submit;
+* no record, or a record of another input (prompt, image, seed, frames, model, connection) → submit;
 * a request id, and the task was not cleared by a user → reattach, unless that request failed,
   was cancelled or has expired at RunComfy (then submit anew);
 * a request id, and a user cleared the task → ``on_clear``: ``"reuse"`` (default: never pay
@@ -19,31 +19,27 @@ retry, naming the request id).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dreamina import metrics
+from airflow_provider_dreamina.defaults import OnClear, OnOrphanedSubmit
 from airflow_provider_dreamina.exceptions import (
     DreaminaError,
     DreaminaNotFoundError,
     DreaminaOrphanedSubmitError,
-    DreaminaSubmitUncertainError,
 )
 from airflow_provider_dreamina.models import ImageToVideoInput, RequestState
-from airflow_provider_dreamina.state import SubmitRecord, TaskState, now
+from airflow_provider_dreamina.runcomfy.retries import maybe_paid
+from airflow_provider_dreamina.submission.records import SubmitRecord, fingerprint, now
+from airflow_provider_dreamina.submission.stores import TaskState
 
 if TYPE_CHECKING:
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
 
 log = logging.getLogger(__name__)
-
-OnOrphanedSubmit = Literal["fail", "resubmit"]
-OnClear = Literal["reuse", "regenerate"]
-ORPHANED_SUBMIT_MODES = ("fail", "resubmit")
-CLEAR_MODES = ("reuse", "regenerate")
 
 _warned_no_state = False
 
@@ -82,12 +78,6 @@ class Followed:
     succeeded: bool = False
 
 
-def fingerprint(request: ImageToVideoInput, model_id: str) -> str:
-    """Identifies the input, so a changed prompt or image is never answered with an old video."""
-    body = {"model_id": model_id, **request.to_request_body()}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
 def reattach_or_submit(
     hook: DreaminaHook,
     request: ImageToVideoInput,
@@ -101,7 +91,7 @@ def reattach_or_submit(
 ) -> Followed:
     """The request to follow: the one this task already paid for when worth it, else a new one."""
     global _warned_no_state
-    print_ = fingerprint(request, model_id)
+    print_ = fingerprint(request, model_id, hook.dreamina_conn_id)
     if state is None:
         if not _warned_no_state:
             _warned_no_state = True
@@ -126,6 +116,7 @@ def reattach_or_submit(
                 record.intent_window(),
             )
         elif on_orphaned_submit == "fail":
+            metrics.submitted("orphaned")
             raise DreaminaOrphanedSubmitError(
                 f"orphaned submit: an earlier try of this task began a paid submit {record.intent_window()} "
                 "but never recorded its request id, so RunComfy may have created (and charged for) a "
@@ -152,6 +143,7 @@ def reattach_or_submit(
                 if cleared:
                     # The record is rewritten so a later clear is told apart from this one.
                     state.write(record.model_copy(update={"max_tries": attempt.max_tries}))
+                metrics.submitted("reattached")
                 return followed
     return _submit(hook, request, model_id, state, print_, attempt, options)
 
@@ -191,15 +183,19 @@ def _submit(
     attempt: Attempt,
     options: SubmitOptions,
 ) -> Followed:
-    from airflow_provider_dreamina.spend import check_reserve
+    from airflow_provider_dreamina.submission.spend import check_reserve
 
     # Before the intent: a refusal to pay leaves nothing pending.
-    check_reserve(hook, request, model_id, options.min_balance_usd)
+    try:
+        check_reserve(hook, request, model_id, options.min_balance_usd)
+    except DreaminaError:
+        metrics.submitted("refused")
+        raise
     intent = SubmitRecord(
         fingerprint=print_, intent_at=now(), try_number=attempt.try_number, max_tries=attempt.max_tries
     )
     if state is not None:
-        state.write(intent)  # a failure here pays nothing: DreaminaStateError, retryable
+        state.write(intent)  # a failure here pays nothing: DreaminaStateWriteError, retryable
     try:
         submitted = hook.submit(
             request,
@@ -208,12 +204,13 @@ def _submit(
             image_roots=options.image_roots,
             image_conn_id=options.image_conn_id,
         )
-    except DreaminaSubmitUncertainError:
-        raise  # the intent stays: the next try detects the orphan
-    except DreaminaError:
-        if state is not None:
+    except Exception as error:
+        paid = maybe_paid(error)
+        metrics.submitted("uncertain" if paid else "refused")
+        if state is not None and not paid:
             # Refused before anything was created (an invalid image, the token, the balance, a
-            # connection refused): nothing is pending any more.
+            # connection refused): nothing is pending any more. Otherwise the intent stays, and
+            # the next try detects the orphan.
             state.write(intent.model_copy(update={"intent_at": None}))
         raise
     # Logged before anything else can fail, so the paid request can always be found.
@@ -227,9 +224,11 @@ def _submit(
         try:
             state.write(intent.model_copy(update={"request_id": submitted.request_id, "submitted_at": now()}))
         except Exception as error:
+            metrics.submitted("orphaned")
             raise DreaminaOrphanedSubmitError(
                 f"request {submitted.request_id} was submitted (and will be charged) but could not be "
                 f"recorded in {state.description} ({type(error).__name__}: {error}). Not retrying, so as not "
                 f"to pay twice: follow request {submitted.request_id} in RunComfy's dashboard"
             ) from error
+    metrics.submitted("succeeded")
     return Followed(submitted.request_id)

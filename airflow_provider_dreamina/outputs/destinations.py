@@ -18,17 +18,16 @@ import re
 import stat
 import uuid
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from airflow_provider_dreamina.exceptions import (
     DreaminaDestinationFullError,
     DreaminaDownloadError,
     DreaminaError,
 )
+from airflow_provider_dreamina.locations import NotOnThisMachine, locate, write_atomically
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -37,65 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK_SIZE = 1024 * 1024
-#: The largest output a download stores unless told otherwise (as RunComfy's own CLI): 2 GiB.
-DEFAULT_MAX_BYTES = 2 * 1024**3
-_NAME_MAX_BYTES = 255
-# Suffixes RunComfy outputs may have; anything else from a URL is ignored, never trusted.
-_SUFFIXES_BY_TYPE = {
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-}
-_KNOWN_SUFFIXES = frozenset({*_SUFFIXES_BY_TYPE.values(), ".m4v", ".jpeg"})
 _PARTIAL_MARK = ".partial-"
 _PARTIAL_ID = re.compile(r"[0-9a-f]{12}")
 # Out of space, or over the file system's (or the user's) size limit: freeing space cures it.
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)})
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-
-
-def suffix_from_url(url: str) -> str | None:
-    """The media suffix (``.mp4``) an output URL's path ends with, if it is a known one."""
-    suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
-    return suffix if suffix in _KNOWN_SUFFIXES else None
-
-
-def suffix_from_content_type(content_type: str | None) -> str | None:
-    media_type = (content_type or "").partition(";")[0].strip().lower()
-    return _SUFFIXES_BY_TYPE.get(media_type)
-
-
-def name_from_url(url: str) -> str:
-    """The output's own name in its URL, without suffix; untrusted: check the name built from it."""
-    # Decoded after splitting, so "..%2F..%2Fx.mp4" stays one (refused) name instead of becoming "x".
-    segment = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    stem, dot, suffix = segment.rpartition(".")
-    return stem if dot and stem and "/" not in suffix and "\\" not in suffix else segment
-
-
-def check_name(name: str, destination: str) -> str:
-    """Return ``name`` if it is one plain file name inside the destination; raise otherwise."""
-    problem = None
-    if not name or not name.strip():
-        problem = "is empty"
-    elif name in (".", "..") or "/" in name or "\\" in name:
-        problem = "would leave the destination directory"
-    elif name.startswith("."):
-        problem = "starts with '.' (hidden and temporary files use such names)"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in name):
-        problem = "contains control characters"
-    elif len(name.encode()) > _NAME_MAX_BYTES:
-        problem = f"is longer than {_NAME_MAX_BYTES} bytes"
-    if problem:
-        raise DreaminaDownloadError(
-            f"refusing to store an output as {name!r} in {destination}: the name {problem}; "
-            "check the filename template"
-        )
-    return name
 
 
 def partial_prefix(name: str) -> str:
@@ -320,6 +265,11 @@ class LocalDestination(Destination):
     def _open_write(self, name: str, *, exclusive: bool = True) -> IO[bytes]:
         return (self.directory / name).open("xb" if exclusive else "wb")
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.remove_stale_partials(name)
+        with self.errors("write to"):
+            write_atomically(self.directory / name, data, temporary_prefix=partial_prefix(name))
+
     def _close(self, handle: IO[bytes], *, sync: bool) -> None:
         if sync:
             # On disk before the rename, so a crash cannot leave a complete name with missing bytes.
@@ -421,9 +371,14 @@ def open_destination(destination: str, conn_id: str | None = None) -> Destinatio
     text = str(destination).strip()
     if not text:
         raise DreaminaDownloadError("destination is empty: give a directory path or a storage URI")
-    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
-    if scheme in ("", "file") and conn_id is None:
-        return LocalDestination(_local_path(text), text)
+    try:
+        location = locate(text)
+    except NotOnThisMachine as error:
+        raise DreaminaDownloadError(f"destination {error}") from None
+    if location.path is not None and conn_id is None:
+        # The real directory (a symlinked /data or macOS's /tmp resolved): what is recorded is
+        # where the files are, and the gallery never follows a symbolic link to serve one.
+        return LocalDestination(location.path.resolve(), text)
     from airflow.sdk import ObjectStoragePath
 
     try:
@@ -432,20 +387,9 @@ def open_destination(destination: str, conn_id: str | None = None) -> Destinatio
     except ValueError as error:
         raise DreaminaDownloadError(
             f"destination {text} cannot be written: {error}; install the Airflow provider for "
-            f"'{scheme}://' (for example apache-airflow-providers-amazon[s3fs] for s3://) or attach a "
-            "filesystem with airflow.sdk.io.attach"
+            f"'{location.scheme}://' (for example apache-airflow-providers-amazon[s3fs] for s3://) or attach "
+            "a filesystem with airflow.sdk.io.attach"
         ) from None
     except Exception as error:
         raise DreaminaDownloadError(f"destination {text} cannot be opened: {error}") from error
     return StoreDestination(path, text)
-
-
-def _local_path(text: str) -> Path:
-    if text.lower().startswith("file://"):
-        parts = urlsplit(text)
-        if parts.netloc not in ("", "localhost"):
-            raise DreaminaDownloadError(
-                f"destination {text} names host {parts.netloc!r}; a file:// URI must be on this machine"
-            )
-        text = url2pathname(unquote(parts.path))
-    return Path(text).expanduser().absolute()

@@ -27,12 +27,13 @@ from typing import Any, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from airflow_provider_dreamina import metrics
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaDownloadInterruptedError
+from airflow_provider_dreamina.outputs.video import VideoInspector, claims_video
 from airflow_provider_dreamina.redaction import url_without_query, without_queries
 from airflow_provider_dreamina.runcomfy import deadlines
 from airflow_provider_dreamina.runcomfy.reading import raw_chunks
 from airflow_provider_dreamina.runcomfy.retries import RetryPolicy, parse_retry_after
-from airflow_provider_dreamina.video import VideoInspector, claims_video
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def download(
     holds an incomplete file, which the caller must discard.
     """
     check_url(url, None)
-    until = None if deadline is None else time.monotonic() + deadline
+    started = time.monotonic()
+    until = None if deadline is None else started + deadline
     transfer = _Transfer(url, max_bytes=max_bytes, chunk_size=chunk_size, until=until)
 
     def past_deadline(reason: str, pause: float = 0.0) -> DreaminaDownloadInterruptedError | None:
@@ -177,7 +179,9 @@ def download(
             policy.max_retries,
         )
         time.sleep(delay)
-    return transfer.outcome(attempts=failures + 1, refreshed=refreshed)
+    outcome = transfer.outcome(attempts=failures + 1, refreshed=refreshed)
+    metrics.downloaded(outcome.size_bytes, time.monotonic() - started)
+    return outcome
 
 
 def _attempt(client: httpx.Client, transfer: _Transfer, sink: OutputSink, check_url: URLCheck) -> None:

@@ -8,6 +8,7 @@ worker, deferred to the triggerer, or was a sensor.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +22,9 @@ from airflow_provider_dreamina.exceptions import (
     DreaminaWaitError,
 )
 from airflow_provider_dreamina.models import RequestResult, RequestState
+
+# An error's ``detail`` is bounded to a few KiB where it is read; anything larger stays behind.
+_ATTRIBUTE_MAX_CHARS = 8 * 1024
 
 EventKind = Literal["success", "failed", "cancelled", "timeout", "error"]
 EVENT_SUCCESS: EventKind = "success"
@@ -75,7 +79,7 @@ class RequestEvent(BaseModel):
     message: str
     #: The whole result answer (``RequestResult.to_event``) when the request finished.
     result: dict[str, Any] | None = None
-    #: The error's class name and attributes, for every kind but success.
+    #: The error's stable ``code``, message and attributes, for every kind but success.
     error: dict[str, Any] | None = None
     #: What RunComfy charged (the result's ``cost``), None when it did not say.
     cost_usd: float | None = None
@@ -117,24 +121,31 @@ class RequestEvent(BaseModel):
 
 def _error_payload(error: DreaminaError) -> dict[str, Any]:
     attributes = {
-        name: value
-        for name, value in vars(error).items()
-        if name != "result" and isinstance(value, (str, int, float, bool, type(None)))
+        name: value for name, value in vars(error).items() if name != "result" and _small_json(value)
     }
     return {
-        "type": type(error).__name__,
+        "code": type(error).code,
         "message": error.args[0] if error.args else str(error),
         "attributes": attributes,
     }
 
 
+def _small_json(value: Any) -> bool:
+    """Whether an attribute can ride in an event as it is: JSON, and small (an event is a database row)."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    try:
+        return len(json.dumps(value, allow_nan=False)) <= _ATTRIBUTE_MAX_CHARS
+    except (TypeError, ValueError):
+        return False
+
+
 def _error_from_payload(
     payload: dict[str, Any] | None, message: str, request_id: str, result: RequestResult | None
 ) -> DreaminaError:
-    """Rebuild the error without calling its constructor: each class takes its own arguments."""
-    error_class = getattr(exceptions, str((payload or {}).get("type")), None)
-    if not (isinstance(error_class, type) and issubclass(error_class, DreaminaError)):
-        error_class = DreaminaWaitError
+    """Rebuild the error by its stable code, without calling its constructor (each class takes its
+    own arguments); a code this provider does not know is a :class:`DreaminaWaitError`."""
+    error_class = exceptions.error_class((payload or {}).get("code")) or DreaminaWaitError
     error = error_class.__new__(error_class)
     Exception.__init__(error, str((payload or {}).get("message") or message))
     attributes = (payload or {}).get("attributes") or {}
@@ -153,6 +164,6 @@ def fail_or_raise(error: DreaminaError) -> NoReturn:
     """
     if error.retryable:
         raise error
-    from airflow_provider_dreamina._compat import AirflowFailException
+    from airflow_provider_dreamina.compat import AirflowFailException
 
     raise AirflowFailException(str(error)) from error

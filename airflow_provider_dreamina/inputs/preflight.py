@@ -1,4 +1,7 @@
-"""The image preflight's GET of an image URL: public HTTPS only, every hop checked, one deadline.
+"""The preflight of an image URL: fetched as RunComfy would, public HTTPS only, every hop checked.
+
+Only as much of the image is read as the schema's checks need (its header, or its whole size when
+no ``Content-Length`` says it), within one deadline for the whole preflight, redirects included.
 
 An image URL comes from a DAG-run param as often as from a DAG author, so fetching it must not
 let a triggerer reach what only the worker can: before each connection (the first and every
@@ -14,19 +17,27 @@ the name itself, after the check.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import io
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from airflow_provider_dreamina.exceptions import DreaminaImageRefusedError
+from airflow_provider_dreamina.exceptions import (
+    DreaminaConnectionError,
+    DreaminaError,
+    DreaminaImageRefusedError,
+    DreaminaInvalidInputError,
+)
+from airflow_provider_dreamina.inputs.rules import HEAD_BYTES, IMAGE_MAX_BYTES, ImageInfo, check_image
 from airflow_provider_dreamina.runcomfy import deadlines
 from airflow_provider_dreamina.runcomfy.clients import USER_AGENT
+from airflow_provider_dreamina.runcomfy.reading import raw_chunks
 
 MAX_REDIRECTS = 5
 _HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -114,15 +125,6 @@ def _resolve(url: httpx.URL) -> list[IPAddress]:
     return _addresses(infos)
 
 
-async def _aresolve(url: httpx.URL) -> list[IPAddress]:
-    try:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(url.raw_host.decode("ascii"), url.port or 443, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return []
-    return _addresses(infos)
-
-
 def _addresses(infos: list[Any]) -> list[IPAddress]:
     found: list[IPAddress] = []
     for info in infos:
@@ -167,33 +169,6 @@ def open_url(
     raise RefusedURL(f"it redirects more than {MAX_REDIRECTS} times")
 
 
-@contextlib.asynccontextmanager
-async def aopen_url(
-    source: str,
-    *,
-    allowed_hosts: Sequence[str],
-    seconds: float,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> AsyncIterator[httpx.Response]:
-    """Async :func:`open_url`; the caller bounds the whole preflight with ``asyncio.wait_for``."""
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(seconds), follow_redirects=False, transport=transport, trust_env=False
-    ) as client:
-        target = source
-        for _hop in range(MAX_REDIRECTS + 1):
-            url, allowed = parsed(target, allowed_hosts)
-            hop = _Target(target, dict(_HEADERS), {}) if allowed else _pinned(url, await _aresolve(url))
-            async with client.stream(
-                "GET", hop.url, headers=hop.headers, extensions=hop.extensions
-            ) as response:
-                following = _redirect(response, target)
-                if following is None:
-                    yield response
-                    return
-            target = following
-    raise RefusedURL(f"it redirects more than {MAX_REDIRECTS} times")
-
-
 def refused(label: str, reason: str) -> DreaminaImageRefusedError:
     """The error for an image URL the preflight would not fetch."""
     return DreaminaImageRefusedError(
@@ -201,3 +176,103 @@ def refused(label: str, reason: str) -> DreaminaImageRefusedError:
         "a host used for testing (such as a local emulator) can be listed in the connection's "
         "'allowed_image_hosts' extra"
     )
+
+
+def preflight_url(
+    source: str,
+    label: str,
+    *,
+    allowed_hosts: Sequence[str],
+    seconds: float,
+    transport: httpx.BaseTransport | None,
+) -> None:
+    """Fetch as much of the image at ``source`` as its check needs, and check it; raises otherwise.
+
+    :param label: how messages name the image (never its query, never inline data).
+    """
+    failure: DreaminaError | None = None
+    try:
+        with open_url(source, allowed_hosts=allowed_hosts, seconds=seconds, transport=transport) as (
+            response,
+            deadline,
+        ):
+            probe = _Probe(label, response)
+            for chunk in raw_chunks(response):
+                if probe.feed(chunk):
+                    break
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("preflight deadline")
+            probe.finish()
+    except RefusedURL as refusal:
+        failure = refused(label, str(refusal))
+    except httpx.TimeoutException:
+        failure = _too_slow(label, seconds)
+    except httpx.HTTPError:
+        failure = _unreachable(label)
+    if failure is not None:  # raised here, so no httpx error (and its URL) rides along
+        raise failure
+
+
+def _unreachable(label: str) -> DreaminaConnectionError:
+    # No status, no "connection refused": the text must not map what answers where.
+    return DreaminaConnectionError(
+        f"image_urls[0] ({label}) could not be fetched for its preflight check; nothing was submitted. "
+        "Check that the URL is public and reachable (or set validate_image=False)"
+    )
+
+
+def _too_slow(label: str, seconds: float) -> DreaminaConnectionError:
+    return DreaminaConnectionError(
+        f"image_urls[0] ({label}) did not arrive within the preflight deadline of {seconds:g} s; nothing "
+        "was submitted (the connection's 'preflight_deadline' extra sets it)"
+    )
+
+
+class _Probe:
+    """Reads an image stream only as far as the checks need, never past the size limit."""
+
+    def __init__(self, label: str, response: httpx.Response) -> None:
+        self.label = label
+        if response.status_code >= 400:
+            raise DreaminaInvalidInputError(
+                f"image_urls[0] ({label}): the image could not be fetched (the server answered with an "
+                "error); RunComfy must be able to fetch it: check that the URL is public and not expired",
+                field="image_urls",
+            )
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise DreaminaInvalidInputError(
+                f"image_urls[0] ({label}): the server sent the image compressed; it is not decoded",
+                field="image_urls",
+            )
+        length = response.headers.get("Content-Length")
+        self.declared_size = int(length) if length and length.isdigit() else None
+        self.buffer = bytearray()
+        self._next_attempt = HEAD_BYTES
+        if self.declared_size is not None and self.declared_size >= IMAGE_MAX_BYTES:
+            # Refuse from the header alone: no need to download an oversized image.
+            check_image(b"", self.declared_size, source=label)
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; True once nothing more needs to be read."""
+        self.buffer += chunk
+        if len(self.buffer) >= IMAGE_MAX_BYTES:
+            check_image(b"", len(self.buffer), source=self.label)
+        if self.declared_size is None or len(self.buffer) < self._next_attempt:
+            return False
+        self._next_attempt += HEAD_BYTES
+        return _header_readable(bytes(self.buffer))
+
+    def finish(self) -> ImageInfo:
+        size = self.declared_size if self.declared_size is not None else len(self.buffer)
+        return check_image(bytes(self.buffer), size, source=self.label)
+
+
+def _header_readable(head: bytes) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(head)):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
