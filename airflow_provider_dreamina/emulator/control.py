@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -119,7 +119,11 @@ class EmulatorClient:
         "any") fail.
 
         Without `count` or `rate` the fault hits the next call only; with `rate` alone it hits that
-        fraction of calls until `clear_faults()`.
+        fraction of calls until `clear_faults()`. Kinds: "429", "500", "502", "503", "error_200",
+        "reset", "reset_after_send", "slow" (`delay` seconds, default 5), "hold" (the answer is
+        held `delay` seconds after the work is done, default 60; API endpoints), "drip" (the answer
+        is sent one byte at a time, `delay` seconds apart, default 0.1), and for downloads
+        "truncate" and "expired".
         """
         self._call(
             "POST",
@@ -133,6 +137,39 @@ class EmulatorClient:
                 "delay": delay,
             },
         )
+
+    def start_outage(self, phases: Sequence[tuple[str | int, float]]) -> dict[str, Any]:
+        """Take every RunComfy endpoint down from now on: ``(kind, seconds)`` phases, one after another.
+
+        Kinds: ``"503"`` (answered 503), ``"reset"`` (the connection is reset once the request is
+        read) and ``"refused"`` (the listening socket is closed: connections are refused, the
+        control plane included, until the phase ends). Returns the outage with epoch times
+        (``started_at``, ``ends_at``, ``phases``); the emulator ends it by itself.
+        """
+        body = {"phases": [{"kind": str(kind), "seconds": seconds} for kind, seconds in phases]}
+        answer: dict[str, Any] = self._call("POST", "/_emulator/outage", body)
+        return answer
+
+    def outage(self) -> dict[str, Any] | None:
+        """The last outage (``kind`` is the phase on now, None once it is over), or None."""
+        answer: dict[str, Any] | None = self._call("GET", "/_emulator/outage")
+        return answer
+
+    def end_outage(self) -> None:
+        """End the outage now; not reachable while a ``refused`` phase is on."""
+        self._call("DELETE", "/_emulator/outage")
+
+    def wait_until_up(self, timeout: float = 60.0) -> None:
+        """Wait until the emulator answers its health check again (after a ``refused`` phase)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.health()
+                return
+            except (httpx.HTTPError, EmulatorError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
 
     def faults(self) -> list[dict[str, Any]]:
         answer: list[dict[str, Any]] = self._call("GET", "/_emulator/faults")

@@ -25,12 +25,15 @@ from airflow_provider_dreamina.emulator.media import (
     build_video,
     output_dimensions,
 )
+from airflow_provider_dreamina.emulator.outage import Outage
 from airflow_provider_dreamina.emulator.render import RenderCache, RenderRequest
 from airflow_provider_dreamina.emulator.settings import (
     EmulatorConfig,
     Endpoint,
     FaultSpec,
     JobScript,
+    OutageKind,
+    OutageRequest,
     ScriptRequest,
 )
 from airflow_provider_dreamina.emulator.validation import SubmittedInput
@@ -185,6 +188,12 @@ class Counters:
     bytes_served: int = 0
     faults_injected: int = 0
     cancellations: int = 0
+    # Calls answered by an outage phase, by kind ("refused" counts requests on connections that
+    # were open when the phase began; the kernel refuses the others unseen).
+    outage_answers: Counter[str] = field(default_factory=Counter)
+    # Answers being dripped now, and drips that ended because the client hung up.
+    answers_dripping: int = 0
+    drips_cut_short: int = 0
 
 
 class Emulator:
@@ -213,6 +222,7 @@ class Emulator:
         self.counters = Counters()
         # Jobs after this sequence number are paid from the balance as last configured.
         self._balance_since = 0
+        self.outage: Outage | None = None
 
     def configure(self, update: dict[str, JsonValue]) -> EmulatorConfig:
         """Apply a partial configuration update.
@@ -259,6 +269,18 @@ class Emulator:
             self.counters.faults_injected += 1
             return spec
         return None
+
+    def start_outage(self, request: OutageRequest, now: float) -> Outage:
+        """RunComfy down from ``now``, phase after phase (replaces any outage still on)."""
+        self.outage = Outage.starting(request, now)
+        return self.outage
+
+    def end_outage(self) -> None:
+        self.outage = None
+
+    def outage_kind(self, now: float) -> OutageKind | None:
+        """How every RunComfy endpoint fails at ``now`` (None: it answers)."""
+        return None if self.outage is None else self.outage.kind_at(now)
 
     def add_script(self, request: ScriptRequest) -> None:
         script = JobScript.model_validate(request.model_dump(exclude={"count"}))
@@ -377,6 +399,9 @@ class Emulator:
             "bytes_served": counters.bytes_served,
             "faults_injected": counters.faults_injected,
             "cancellations": counters.cancellations,
+            "outage_answers": dict(counters.outage_answers),
+            "answers_dripping": counters.answers_dripping,
+            "drips_cut_short": counters.drips_cut_short,
             # Renders started since the process began: the cache outlives `reset`.
             "renders": self.renders.renders,
             # The money, not only the submissions: every succeeded job since the last reset.

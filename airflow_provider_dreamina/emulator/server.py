@@ -1,4 +1,10 @@
-"""The emulator's HTTP server: RunComfy's Model API, output downloads, sample images, control plane."""
+"""The emulator's HTTP server: RunComfy's Model API, output downloads, sample images, control plane.
+
+Faults for chaos tests, besides the per-call ones of ``POST /_emulator/faults``: an outage of every
+RunComfy endpoint at once (``POST /_emulator/outage``, see ``outage``), which may close the
+listening socket so that connections are refused; and ``drip``, a fault kind that sends one answer
+a byte at a time (``delay`` seconds apart), so that a client can be killed while it is arriving.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,12 @@ import hmac
 import json
 import secrets
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
@@ -32,13 +39,16 @@ from airflow_provider_dreamina.emulator.media import (
     parse_range,
     sample_png,
 )
+from airflow_provider_dreamina.emulator.outage import Outage
 from airflow_provider_dreamina.emulator.render import RendererUnavailable
 from airflow_provider_dreamina.emulator.settings import (
+    DEFAULT_DRIP_SECONDS,
     DEFAULT_HOLD_SECONDS,
     MODEL_ID,
     EmulatorConfig,
     Endpoint,
     FaultSpec,
+    OutageRequest,
     ScriptRequest,
 )
 from airflow_provider_dreamina.emulator.validation import ImageFetcher, validate_submission
@@ -49,6 +59,9 @@ DEFAULT_SLOW_SECONDS = 5.0
 # Above the 5 s keep-alive expiry of httpx, so a client never reuses a connection the server just closed.
 KEEP_ALIVE_SECONDS = 15
 LISTEN_BACKLOG = 4096
+# How often the emulator tries to take its port back after a `refused` phase, should another
+# process have bound it meanwhile.
+RELISTEN_INTERVAL_SECONDS = 0.2
 _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP"}
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -74,11 +87,25 @@ def _validation_detail(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+class Listener(Protocol):
+    """The server's listening socket, which a `refused` outage phase closes and opens again."""
+
+    @property
+    def listening(self) -> bool: ...
+
+    def stop_listening(self) -> None: ...
+
+    async def listen_again(self) -> None: ...
+
+
 class EmulatorApp:
     """Routes and handlers over one `Emulator`."""
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
+        # Set by `serve`; without one (an app mounted elsewhere) a `refused` phase resets instead.
+        self.listener: Listener | None = None
+        self._outage_task: asyncio.Task[None] | None = None
         self._fetcher = ImageFetcher()
         self._url_key = secrets.token_bytes(32)
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -104,6 +131,9 @@ class EmulatorApp:
         app.add_api_route("/_emulator/faults", self.clear_faults, methods=["DELETE"])
         app.add_api_route("/_emulator/script", self.add_script, methods=["POST"])
         app.add_api_route("/_emulator/requests", self.requests, methods=["GET"])
+        app.add_api_route("/_emulator/outage", self.get_outage, methods=["GET"])
+        app.add_api_route("/_emulator/outage", self.start_outage, methods=["POST"])
+        app.add_api_route("/_emulator/outage", self.end_outage, methods=["DELETE"])
 
         app.add_exception_handler(StarletteHTTPException, self._http_exception)
         app.add_exception_handler(RequestValidationError, self._request_validation_error)
@@ -213,6 +243,54 @@ class EmulatorApp:
         # Never sent: the connection is gone, and uvicorn discards it.
         return Response()
 
+    def _outage_answer(self, request: Request) -> Response | None:
+        """The answer of an outage phase in place of the endpoint's, or None when RunComfy is up."""
+        kind = self.emulator.outage_kind(time.time())
+        if kind is None:
+            return None
+        self.emulator.counters.outage_answers[kind] += 1
+        if kind == "503":
+            return self._error(request, 503, "Service unavailable; retry with backoff", code=500001)
+        # `reset`, or `refused` for a request on a connection opened before the phase began: the
+        # listening socket is closed, and a dead service answers nothing on what is left open.
+        return self._drop(request)
+
+    def _dripped(self, request: Request, response: Response, fault: FaultSpec) -> Response:
+        """``response`` sent one byte at a time, ``fault.delay`` seconds apart, headers first."""
+        delay = DEFAULT_DRIP_SECONDS if fault.delay is None else fault.delay
+        connection = connection_of(request)
+        counters = self.emulator.counters
+
+        async def whole_body() -> AsyncIterator[bytes]:
+            yield bytes(response.body)
+
+        source = response.body_iterator if isinstance(response, StreamingResponse) else whole_body()
+
+        async def drip() -> AsyncIterator[bytes]:
+            counters.answers_dripping += 1
+            complete, first = False, True
+            try:
+                async for chunk in source:
+                    data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                    for offset in range(len(data)):
+                        if not first:
+                            await asyncio.sleep(delay)
+                        first = False
+                        # The client hung up (uvicorn discards writes to a closed connection).
+                        if connection.is_closed():
+                            return
+                        yield data[offset : offset + 1]
+                complete = True
+            finally:
+                counters.answers_dripping -= 1
+                if not complete:
+                    counters.drips_cut_short += 1
+
+        dripped = StreamingResponse(drip(), status_code=response.status_code)
+        # The answer's own headers, Content-Length included: only the pace changes.
+        dripped.raw_headers = list(response.raw_headers)
+        return dripped
+
     async def _api_call(
         self,
         request: Request,
@@ -221,6 +299,8 @@ class EmulatorApp:
         work: Callable[[], Awaitable[Response]],
     ) -> Response:
         self.emulator.count_call(endpoint, request_id)
+        if (down := self._outage_answer(request)) is not None:
+            return down
         fault = self.emulator.take_fault(endpoint)
         if fault is not None:
             early = await self._fault_response(request, endpoint, fault)
@@ -231,6 +311,8 @@ class EmulatorApp:
             return self._drop(request)
         if fault is not None and fault.kind == "hold":
             await asyncio.sleep(DEFAULT_HOLD_SECONDS if fault.delay is None else fault.delay)
+        if fault is not None and fault.kind == "drip":
+            return self._dripped(request, response, fault)
         return response
 
     # The RunComfy Model API
@@ -364,6 +446,8 @@ class EmulatorApp:
 
     async def download(self, request: Request, request_id: str, filename: str) -> Response:
         self.emulator.count_call("download", request_id)
+        if (down := self._outage_answer(request)) is not None:
+            return down
         fault = self.emulator.take_fault("download")
         if fault is not None:
             early = await self._fault_response(request, "download", fault)
@@ -397,12 +481,15 @@ class EmulatorApp:
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type="video/mp4")
         truncate_at = start + (end - start) // 2 if fault is not None and fault.kind == "truncate" else None
-        return StreamingResponse(
+        streamed = StreamingResponse(
             self._stream(request, video, start, end, truncate_at),
             status_code=status,
             headers=headers,
             media_type="video/mp4",
         )
+        if fault is not None and fault.kind == "drip":
+            return self._dripped(request, streamed, fault)
+        return streamed
 
     async def _stream(
         self, request: Request, video: ServedVideo, start: int, end: int, truncate_at: int | None
@@ -460,6 +547,7 @@ class EmulatorApp:
         return JSONResponse({"status": "ok"})
 
     async def reset(self) -> Response:
+        await self._stop_outage()
         self.emulator.reset()
         return JSONResponse({"status": "reset"})
 
@@ -503,6 +591,54 @@ class EmulatorApp:
     async def requests(self) -> Response:
         return JSONResponse(self.emulator.describe_jobs(time.time()))
 
+    async def get_outage(self) -> Response:
+        outage = self.emulator.outage
+        return JSONResponse(None if outage is None else outage.describe(time.time()))
+
+    async def start_outage(self, request: Request) -> Response:
+        spec = await self._control_model(request, OutageRequest)
+        if isinstance(spec, Response):
+            return spec
+        await self._stop_outage()
+        outage = self.emulator.start_outage(spec, time.time())
+        self._outage_task = asyncio.create_task(self._follow_outage(outage))
+        return JSONResponse(outage.describe(time.time()))
+
+    async def end_outage(self) -> Response:
+        """End the outage now (reachable only outside a `refused` phase)."""
+        await self._stop_outage()
+        self.emulator.end_outage()
+        return JSONResponse(None)
+
+    async def _follow_outage(self, outage: Outage) -> None:
+        """Close the listening socket for each `refused` phase and open it again after."""
+        # The answer to the POST that began the outage goes out first, even when it begins refused.
+        await asyncio.sleep(0.05)
+        for phase in outage.phases:
+            await asyncio.sleep(max(0.0, phase.starts_at - time.time()))
+            if phase.kind == "refused":
+                self._stop_listening()
+            else:
+                await self._listen_again()
+        await asyncio.sleep(max(0.0, outage.ends_at - time.time()))
+        await self._listen_again()
+
+    async def _stop_outage(self) -> None:
+        if self._outage_task is not None:
+            self._outage_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outage_task
+            self._outage_task = None
+        await self._listen_again()
+
+    def _stop_listening(self) -> None:
+        if self.listener is not None and self.listener.listening:
+            self.listener.stop_listening()
+
+    async def _listen_again(self) -> None:
+        if self.listener is not None and not self.listener.listening:
+            await self.listener.listen_again()
+
     async def _control_model(self, request: Request, model: type[ModelT]) -> ModelT | Response:
         try:
             return model.model_validate_json(await request.body() or b"{}")
@@ -537,15 +673,53 @@ async def _json_object(request: Request) -> dict[str, JsonValue] | None:
     return document if isinstance(document, dict) else None
 
 
-class _AnnouncingServer(uvicorn.Server):
-    """Prints the address once it accepts connections: a parent process reads that line."""
+class _EmulatorServer(uvicorn.Server):
+    """Prints the address once it accepts connections (a parent process reads that line), and can
+    stop listening on it and listen again (an outage's `refused` phase)."""
+
+    _address: tuple[str, int]
+    _family: socket.AddressFamily
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and sockets:
             host, port = sockets[0].getsockname()[:2]
+            self._address, self._family = (host, port), sockets[0].family
             shown_host = f"[{host}]" if ":" in host else host
             print(f"emulator listening on http://{shown_host}:{port}", flush=True)
+
+    @property
+    def listening(self) -> bool:
+        return any(server.is_serving() for server in self.servers)
+
+    def stop_listening(self) -> None:
+        """Refuse new connections, and close the open ones once their answer in progress is sent."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+
+    async def listen_again(self) -> None:
+        """Listen on the same address again (retrying while another process holds the port)."""
+        warned = False
+        while True:
+            try:
+                sock = socket.create_server(self._address, family=self._family, backlog=LISTEN_BACKLOG)
+                break
+            except OSError as error:
+                if not warned:
+                    warned = True
+                    print(f"emulator: cannot listen on {self._address} again yet ({error})", file=sys.stderr)
+                await asyncio.sleep(RELISTEN_INTERVAL_SECONDS)
+        config = self.config
+        server = await asyncio.get_running_loop().create_server(
+            lambda: config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            ),
+            sock=sock,
+            backlog=LISTEN_BACKLOG,
+        )
+        self.servers.append(server)
 
 
 def serve(host: str, port: int, startup: EmulatorConfig) -> None:
@@ -553,8 +727,9 @@ def serve(host: str, port: int, startup: EmulatorConfig) -> None:
     _raise_open_file_limit()
     sample_png()  # build it before the first request instead of inside one
     emulator = Emulator(startup)
+    app = EmulatorApp(emulator)
     config = uvicorn.Config(
-        EmulatorApp(emulator).app,
+        app.app,
         http=protocol_class(emulator),
         lifespan="off",
         access_log=False,
@@ -564,7 +739,9 @@ def serve(host: str, port: int, startup: EmulatorConfig) -> None:
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
-    asyncio.run(_AnnouncingServer(config).serve(sockets=[sock]))
+    server = _EmulatorServer(config)
+    app.listener = server
+    asyncio.run(server.serve(sockets=[sock]))
 
 
 def _raise_open_file_limit() -> None:

@@ -28,7 +28,11 @@ FaultKind = Literal[
     "error_200",
     "truncate",
     "expired",
+    "drip",
 ]
+# RunComfy down: every endpoint answers 503, or resets each connection once it has read the
+# request, or refuses connections (the emulator closes its listening socket; see ``outage``).
+OutageKind = Literal["503", "reset", "refused"]
 OutputKey = Literal["video", "videos", "image", "images"]
 MessageField = Literal["error_message", "message", "error", "detail"]
 
@@ -39,6 +43,10 @@ DEFAULT_LONG_SIDE = 640
 # during the hold is a crash after the POST and before its answer is recorded.
 API_ONLY_FAULTS = frozenset({"hold"})
 DEFAULT_HOLD_SECONDS = 60.0
+# `drip` sends an answer one byte at a time, this many seconds apart unless the fault says `delay`.
+DEFAULT_DRIP_SECONDS = 0.1
+# The longest outage the control plane accepts (a day): a typo must not take the emulator away for ever.
+MAX_OUTAGE_SECONDS = 86_400.0
 # Bigger outputs would overflow the 32-bit per-frame sizes of the generated MP4's sample table.
 MAX_OUTPUT_BYTES = 2**38
 
@@ -105,6 +113,34 @@ class FaultSpec(BaseModel):
             raise ValueError(f"fault kind {self.kind!r} applies to the download endpoint only")
         if self.kind in API_ONLY_FAULTS and self.endpoint == "download":
             raise ValueError(f"fault kind {self.kind!r} applies to API endpoints only")
+        return self
+
+
+class OutagePhase(BaseModel):
+    """One stretch of an outage: how RunComfy fails, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: OutageKind
+    seconds: float = Field(gt=0, le=MAX_OUTAGE_SECONDS)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _status_code_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+class OutageRequest(BaseModel):
+    """Body of `POST /_emulator/outage`: RunComfy down from now on, one phase after the other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phases: list[OutagePhase] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> OutageRequest:
+        if sum(phase.seconds for phase in self.phases) > MAX_OUTAGE_SECONDS:
+            raise ValueError(f"an outage lasts at most {MAX_OUTAGE_SECONDS:.0f} seconds in all")
         return self
 
 

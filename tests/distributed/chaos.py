@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from tests.distributed.harness import Deployment
+from tests.e2e.harness import AirflowHarnessError
 
 T = TypeVar("T")
 
@@ -26,14 +29,39 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60.0, in
         time.sleep(interval)
 
 
+def _unanswered() -> tuple[type[BaseException], ...]:
+    """What a call raises while the API server, the database or the broker cannot answer."""
+    import psycopg2
+
+    return (AirflowHarnessError, httpx.HTTPError, psycopg2.Error, OSError)
+
+
+def patiently(check: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.5) -> T:
+    """:func:`wait_for`, counting a call that cannot be answered yet (a service down) as "not yet"."""
+    unanswered = _unanswered()
+
+    def tolerant() -> T | None:
+        try:
+            return check()
+        except unanswered:
+            return None
+
+    return wait_for(tolerant, what, timeout, interval)
+
+
 @dataclass
 class Chaos:
-    """One deployment and one emulator (reset before each scenario), and where videos are saved."""
+    """One deployment and one emulator (reset before each scenario), and where videos are saved.
+
+    ``outage_emulator`` is the RunComfy of the connection ``dreamina_outage`` (scenario h), reset
+    by that scenario only.
+    """
 
     deployment: Deployment
     emulator: EmulatorHandle
     token: str
     output_root: Path
+    outage_emulator: EmulatorHandle
 
     def trigger(self, dag_id: str, folder: str, **conf: Any) -> tuple[str, Path]:
         """Start a run saving into its own folder; returns the run id and that folder."""
@@ -43,6 +71,39 @@ class Chaos:
     def finished_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
         run = self.deployment.wait_for_run(dag_id, run_id, timeout=timeout)
         return run
+
+    def finished_run_patiently(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        """The run once it has ended, asking through a service outage (see :func:`patiently`)."""
+
+        def ended() -> dict[str, Any] | None:
+            run = self.deployment.dag_run(dag_id, run_id)
+            return run if run["state"] in ("success", "failed") else None
+
+        try:
+            return patiently(ended, f"run {dag_id}/{run_id} to end", timeout, interval=1.0)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; {self.deployment.describe_run(dag_id, run_id)}") from None
+
+    def states(self, dag_id: str, run_id: str, task_id: str) -> list[str | None]:
+        """The state of each (mapped) instance of a task."""
+        return [ti["state"] for ti in self.deployment.task_instances(dag_id, run_id, task_id)]
+
+    def run_figures(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """Tries used by a run's tasks, and whether any task ended otherwise than in success (a person
+        would have to look: clear it, or mark it)."""
+        instances = self.deployment.task_instances(dag_id, run_id)
+        unfinished = sorted(
+            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "") + f"={ti['state']}"
+            for ti in instances
+            if ti["state"] not in ("success", "skipped")
+        )
+        return {
+            "tasks": len(instances),
+            "tries": sum(ti["try_number"] for ti in instances),
+            "retried_tries": sum(max(0, ti["try_number"] - 1) for ti in instances),
+            "human_needed": bool(unfinished),
+            "tasks_not_successful": unfinished,
+        }
 
     def task_state(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str | None:
         state: str | None = self.deployment.task_instance(dag_id, run_id, task_id, map_index)["state"]

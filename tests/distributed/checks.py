@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Collection
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,20 @@ def leftovers(folder: Path) -> list[str]:
         for path in folder.rglob("*")
         if path.is_file() and (path.name.startswith(".") or ".partial" in path.name or path.suffix == ".tmp")
     )
+
+
+def partial_files(folder: Path) -> dict[str, int]:
+    """Size of each of the downloads' partial (not yet renamed) files so far."""
+    sizes = {}
+    for name in leftovers(folder):
+        with suppress(FileNotFoundError):  # renamed into place meanwhile
+            sizes[name] = (folder / name).stat().st_size
+    return sizes
+
+
+def partial_bytes(folder: Path) -> int:
+    """Bytes in the downloads' partial (not yet renamed) files so far."""
+    return sum(partial_files(folder).values())
 
 
 def assert_nothing_partial(folder: Path) -> None:

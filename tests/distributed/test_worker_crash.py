@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ from tests.distributed.checks import (
     assert_nothing_partial,
     assert_token_nowhere,
     leftovers,
+    partial_bytes,
     payments,
 )
 from tests.distributed.harness import WORKERS
@@ -26,15 +25,6 @@ OUTPUT_BYTES = 200_000_000
 # 10 s for the whole output: the worker dies with a fifth of it on disk.
 THROTTLE_BYTES_PER_SECOND = 20_000_000
 KILL_AFTER_BYTES = 40_000_000
-
-
-def partial_bytes(folder: Path) -> int:
-    """Bytes in the download's partial (not yet renamed) files so far."""
-    total = 0
-    for name in leftovers(folder):
-        with suppress(FileNotFoundError):  # renamed into place meanwhile
-            total += (folder / name).stat().st_size
-    return total
 
 
 def test_killing_the_worker_mid_download_leaves_the_retry_to_save_it_whole(
@@ -71,6 +61,7 @@ def test_killing_the_worker_mid_download_leaves_the_retry_to_save_it_whole(
         download_tries=len(tries),
         submissions=paid.submissions,
         leftovers_after_retry=leftovers(folder),
+        **chaos.run_figures(DAG_ID, run_id),
     )
     assert paid.submissions == 1
     saved = assert_every_paid_output_saved(emulator, folder)
