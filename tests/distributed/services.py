@@ -21,7 +21,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -170,8 +170,12 @@ class Postgres:
 
 
 @contextmanager
-def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
-    """A fresh PostgreSQL cluster for the duration of the block; its data is removed afterwards."""
+def run_postgres(log_dir: Path, marker: str, settings: Mapping[str, str] | None = None) -> Iterator[Postgres]:
+    """A fresh PostgreSQL cluster for the duration of the block; its data is removed afterwards.
+
+    :param settings: server settings added to (or replacing) the defaults below, such as
+        ``{"shared_preload_libraries": "pg_stat_statements"}`` for a benchmark that counts queries.
+    """
     root = Path(tempfile.mkdtemp(prefix="dreamina-pg-"))
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -189,7 +193,7 @@ def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
         if init.returncode != 0:
             raise ServiceError(f"initdb failed:\n{init.stdout.decode()}\n{init.stderr.decode()}")
         port = free_port()
-        settings = {
+        server_settings = {
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(root),
             # Throwaway data: durability costs time and buys nothing here.
@@ -197,8 +201,9 @@ def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "max_connections": "300",
+            **(settings or {}),
         }
-        options = [item for name, value in settings.items() for item in ("-c", f"{name}={value}")]
+        options = [item for name, value in server_settings.items() for item in ("-c", f"{name}={value}")]
         process = _start(
             [*prefix, str(binaries / "postgres"), "-D", str(data), "-p", str(port), *options], log, marker
         )

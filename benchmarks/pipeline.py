@@ -1,0 +1,708 @@
+"""Pipeline at scale: N generations in one DAG run on the production deployment, against Airflow's floor.
+
+Each run starts the distributed deployment of ``tests/distributed/harness.py`` (PostgreSQL, Redis,
+the CeleryExecutor with two workers, two triggerers, API server, scheduler, DAG processor, every one
+on free 127.0.0.1 ports) with one variant of ``benchmarks/pipeline_dags/dreamina_pipeline_bench.py``
+and triggers one run of N rows:
+
+* ``provider``: per row, ``DreaminaImageToVideoOperator`` (deferrable, waits in the ``dreamina``
+  pool, polls every 10 s) then ``DreaminaDownloadOperator`` (verified, manifest, asset event);
+  the emulator's generations take ``--seconds`` each, with no queue and no limit on how many run
+  at once (its jobs are timestamps), so RunComfy is never the bottleneck; outputs are synthetic
+  MP4s of ``--output-bytes`` (no render on this machine's cores);
+* ``floor``: the same DAG shape where ``generate`` defers to Airflow's own ``DateTimeTrigger`` for
+  the same seconds and resumes on a worker, and ``download`` is a plain task that writes the same
+  number of bytes and announces the same asset.
+
+Both end with one ``publish``. The ``dreamina`` pool has N slots (deferred tasks count), so it
+holds every row at once; the deployment's own limits (parallelism 16, two workers of 4 slots)
+are the same for both.
+
+Measured per run, from the trigger to the last publish:
+
+* wall time: from just before the trigger call to the ``publish`` task's end (database clock);
+* CPU seconds of each component: user + system time of every process in its tree, children that
+  exited included (their parents' cumulative children times, from ``/proc``), sampled every
+  ``--sample-interval`` seconds, at the trigger and right after the last publish; the emulator is
+  reported but left out of the deployment's total (it stands for RunComfy);
+* peak RSS of each component: the highest sum over its process tree among the samples;
+* rows written to the metadata database per generation: ``pg_stat_database`` inserts, updates and
+  deletes (and per table, ``pg_stat_user_tables``) over the run, less the rate the idle deployment
+  writes (measured just before the trigger), read once the server has flushed its counters;
+  statements executed (``pg_stat_statements``) and commits the same way;
+* XCom rows and bytes, asset events, trigger rows and their kwargs' size, ``task_state_store``
+  rows, rendered-field bytes, per generation;
+* paid submissions and duplicate payments (the emulator's own records), and videos verified (each
+  manifest's SHA-256 and size against its file).
+
+Targets (at the largest N run, 500 by default): wall time and deployment CPU at most 1.25x the
+floor; no duplicate payment; every video verified.
+
+    python benchmarks/pipeline.py                          # N = 100 and 500 (about an hour on 2 cores)
+    python benchmarks/pipeline.py --sizes 10 --seconds 20 --no-write
+    python benchmarks/pipeline.py --smoke                  # 2 rows of 3 s, both variants; writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _common as common
+
+DAGS = common.ROOT / "benchmarks" / "pipeline_dags"
+DAG_IDS = {"provider": "dreamina_pipeline_bench", "floor": "dreamina_pipeline_floor"}
+VARIANTS = ("floor", "provider")
+IMAGE = common.ROOT / "example_dags" / "data" / "square.png"
+#: The figures' components in table order; the emulator stands for RunComfy.
+COMPONENTS = (
+    "scheduler",
+    "triggerer-a",
+    "triggerer-b",
+    "worker-a",
+    "worker-b",
+    "api-server",
+    "dag-processor",
+    "postgres",
+    "redis",
+    "emulator",
+)
+OUTSIDE_DEPLOYMENT = frozenset({"emulator"})
+RATIO_TARGET = 1.25
+#: A 5 s 1080p H.264 video is a few MB.
+DEFAULT_OUTPUT_BYTES = 5 * 10**6
+#: The metadata database counts statements (``pg_stat_statements``).
+POSTGRES_SETTINGS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.max": "2000"}
+#: PostgreSQL flushes an idle backend's counters within 10 s (PGSTAT_IDLE_INTERVAL).
+STATS_FLUSH_SECONDS = 12.0
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# -- CPU and memory of process trees -----------------------------------------------------------
+
+
+def _proc_table() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, CPU seconds of it and its waited-for children, RSS MiB), from /proc."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ")".
+        fields = text[text.rindex(b")") + 2 :].split()
+        cpu = sum(int(value) for value in fields[11:15]) / TICKS  # utime stime cutime cstime
+        table[int(entry.name)] = (int(fields[1]), cpu, int(fields[21]) * PAGE_MIB)
+    return table
+
+
+def _trees(roots: dict[str, int]) -> dict[str, tuple[float, float, int]]:
+    """Per component: (CPU seconds, RSS MiB, processes) summed over its process tree.
+
+    A live process's cumulative children times hold every descendant it has waited for, so the
+    sum over the live tree counts each exited process once.
+    """
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _cpu, _rss) in table.items():
+        children.setdefault(parent, []).append(pid)
+    figures = {}
+    for name, root in roots.items():
+        cpu = rss = 0.0
+        count = 0
+        pending = [root] if root in table else []
+        while pending:
+            pid = pending.pop()
+            _parent, used, resident = table[pid]
+            cpu, rss, count = cpu + used, rss + resident, count + 1
+            pending.extend(children.get(pid, []))
+        figures[name] = (cpu, rss, count)
+    return figures
+
+
+class Sampler:
+    """Samples every component's process tree on a thread: CPU now, and the peak RSS seen."""
+
+    def __init__(self, roots: Callable[[], dict[str, int]], interval: float) -> None:
+        self.roots = roots
+        self.interval = interval
+        self.peak_rss: dict[str, float] = {}
+        self.peak_processes: dict[str, int] = {}
+        self.series: list[tuple[float, dict[str, float]]] = []
+        self.sample_cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> dict[str, float]:
+        started = time.thread_time()
+        figures = _trees(self.roots())
+        for name, (_cpu, rss, count) in figures.items():
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), rss)
+            self.peak_processes[name] = max(self.peak_processes.get(name, 0), count)
+        cpu = {name: used for name, (used, _rss, _count) in figures.items()}
+        self.series.append((time.time(), cpu))
+        self.sample_cpu += time.thread_time() - started
+        return cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- the metadata database --------------------------------------------------------------------
+
+
+def _db_counters(postgres: Any) -> dict[str, Any]:
+    """Cumulative counters of the ``airflow`` database: totals, per table, statements."""
+    (total,) = postgres.query(
+        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
+        "FROM pg_stat_database WHERE datname = current_database()"
+    )
+    tables = {
+        name: {"ins": ins, "upd": upd, "del": dele}
+        for name, ins, upd, dele in postgres.query(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+        )
+    }
+    statements = postgres.query(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )[0][0]
+    return {
+        "commits": total[0],
+        "rollbacks": total[1],
+        "rows": total[2] + total[3] + total[4],
+        "inserted": total[2],
+        "updated": total[3],
+        "deleted": total[4],
+        "tables": tables,
+        "statements": int(statements),
+        "at": time.monotonic(),
+    }
+
+
+def _db_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    keys = ("commits", "rollbacks", "rows", "inserted", "updated", "deleted", "statements")
+    delta: dict[str, Any] = {key: after[key] - before[key] for key in keys}
+    delta["seconds"] = after["at"] - before["at"]
+    tables = {}
+    for name, counts in after["tables"].items():
+        old = before["tables"].get(name, {"ins": 0, "upd": 0, "del": 0})
+        changed = {kind: counts[kind] - old[kind] for kind in counts}
+        if any(changed.values()):
+            tables[name] = changed
+    delta["tables"] = tables
+    return delta
+
+
+def _top_statements(postgres: Any, limit: int = 12) -> list[dict[str, Any]]:
+    rows = postgres.query(
+        "SELECT calls, total_exec_time, rows, regexp_replace(left(query, 160), '\\s+', ' ', 'g') "
+        "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database()) ORDER BY calls DESC LIMIT %s",
+        (limit,),
+    )
+    return [{"calls": c, "ms": round(ms, 1), "rows": r, "query": q} for c, ms, r, q in rows]
+
+
+def _run_contents(postgres: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """What the run left in the database: XComs, asset events, task states, rendered fields."""
+    xcom = {
+        f"{task_id} {key}": {"rows": rows, "bytes": int(size or 0)}
+        for task_id, key, rows, size in postgres.query(
+            "SELECT task_id, key, count(*), sum(pg_column_size(value)) FROM xcom "
+            "WHERE dag_id = %s AND run_id = %s GROUP BY 1, 2 ORDER BY 1, 2",
+            (dag_id, run_id),
+        )
+    }
+    tasks = {
+        f"{task_id} {state}": {"count": count, "tries": int(tries), "seconds": float(seconds or 0)}
+        for task_id, state, count, tries, seconds in postgres.query(
+            "SELECT task_id, state, count(*), sum(try_number), sum(duration) FROM task_instance "
+            "WHERE dag_id = %s AND run_id = %s GROUP BY 1, 2 ORDER BY 1, 2",
+            (dag_id, run_id),
+        )
+    }
+    events = postgres.query(
+        "SELECT count(*), coalesce(sum(pg_column_size(extra)), 0) FROM asset_event "
+        "WHERE source_dag_id = %s AND source_run_id = %s",
+        (dag_id, run_id),
+    )[0]
+    rendered = {
+        task_id: {"rows": rows, "bytes": int(size or 0)}
+        for task_id, rows, size in postgres.query(
+            "SELECT task_id, count(*), sum(pg_column_size(rendered_fields)) "
+            "FROM rendered_task_instance_fields WHERE dag_id = %s AND run_id = %s GROUP BY 1",
+            (dag_id, run_id),
+        )
+    }
+    state_store = postgres.query(
+        "SELECT count(*), coalesce(sum(pg_column_size(value)), 0) FROM task_state_store "
+        "WHERE dag_id = %s AND run_id = %s",
+        (dag_id, run_id),
+    )[0]
+    next_kwargs = postgres.query(
+        "SELECT count(next_kwargs), coalesce(sum(pg_column_size(next_kwargs)), 0) FROM task_instance "
+        "WHERE dag_id = %s AND run_id = %s",
+        (dag_id, run_id),
+    )[0]
+    return {
+        "xcom": xcom,
+        "tasks": tasks,
+        "asset_events": {"rows": events[0], "bytes": int(events[1])},
+        "rendered_fields": rendered,
+        "task_state_store": {"rows": state_store[0], "bytes": int(state_store[1])},
+        "next_kwargs": {"rows": next_kwargs[0], "bytes": int(next_kwargs[1])},
+    }
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What the run's progress queries saw: task states, and the trigger table at its fullest."""
+
+    states: dict[str, int] = field(default_factory=dict)
+    triggers_peak: int = 0
+    trigger_kwargs_bytes: float = 0.0
+    publish_end: float | None = None
+    run_state: str | None = None
+
+
+def _poll_progress(postgres: Any, dag_id: str, run_id: str, progress: Progress) -> None:
+    rows = postgres.query(
+        "SELECT task_id, state, count(*) FROM task_instance WHERE dag_id = %s AND run_id = %s GROUP BY 1, 2",
+        (dag_id, run_id),
+    )
+    progress.states = {f"{task_id}={state}": count for task_id, state, count in rows}
+    count, size = postgres.query("SELECT count(*), avg(pg_column_size(kwargs)) FROM trigger")[0]
+    if count > progress.triggers_peak:
+        progress.triggers_peak, progress.trigger_kwargs_bytes = count, float(size or 0)
+    (state,) = postgres.query(
+        "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id)
+    )[0]
+    progress.run_state = state
+    ended = postgres.query(
+        "SELECT extract(epoch FROM end_date) FROM task_instance "
+        "WHERE dag_id = %s AND run_id = %s AND task_id = 'publish' AND state = 'success'",
+        (dag_id, run_id),
+    )
+    if ended:
+        progress.publish_end = float(ended[0][0])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(output_dir: Path, variant: str, output_bytes: int) -> dict[str, Any]:
+    """Provider: each manifest's SHA-256 and size against its file. Floor: files of the right size."""
+    files = sorted(p for p in output_dir.glob("*.mp4")) if output_dir.exists() else []
+    leftovers = (
+        sorted(p.name for p in output_dir.iterdir() if p.name.startswith(".") or ".partial" in p.name)
+        if output_dir.exists()
+        else []
+    )
+    verified, problems = 0, []
+    for video in files:
+        if variant == "floor":
+            ok = video.stat().st_size == output_bytes
+        else:
+            manifest_path = video.with_name(video.name + ".json")
+            if not manifest_path.exists():
+                problems.append(f"{video.name}: no manifest")
+                continue
+            manifest = json.loads(manifest_path.read_text())
+            ok = manifest.get("bytes") == video.stat().st_size and manifest.get("sha256") == _sha256(video)
+        if ok:
+            verified += 1
+        else:
+            problems.append(f"{video.name}: differs from its manifest")
+    return {"files": len(files), "verified": verified, "problems": problems[:10], "leftovers": leftovers[:10]}
+
+
+@contextmanager
+def _deployment(variants: list[str], emulator: Any, run_home: Path) -> Iterator[Any]:
+    from tests.distributed.harness import run_deployment
+
+    env = {
+        # The benchmark DAG's image is a local file: the connection allows its directory.
+        "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(allowed_image_roots=[str(IMAGE.parent)]),
+        "DREAMINA_PIPELINE_VARIANTS": ",".join(variants),
+    }
+    started = time.monotonic()
+    with run_deployment(
+        [DAGS],
+        env=env,
+        home=run_home,
+        postgres_settings={
+            "shared_preload_libraries": "pg_stat_statements",
+            "pg_stat_statements.max": "2000",
+        },
+    ) as deployment:
+        deployment.postgres.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        deployment.wait_for_dags([DAG_IDS[variant] for variant in variants], timeout=180)
+        common.log(f"pipeline: deployment ready after {time.monotonic() - started:.0f} s")
+        yield deployment
+
+
+def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    dag_id = DAG_IDS[variant]
+    postgres = deployment.postgres
+    output_dir = Path(tempfile.mkdtemp(prefix=f"dreamina-pipeline-{variant}-"))
+    emulator.reset()
+    deployment.set_pool("dreamina", args.pool_slots or n, include_deferred=True)
+    roots = lambda: {  # noqa: E731 - the components of this deployment, looked up at each sample
+        **deployment.component_pids(),
+        "postgres": postgres.process.pid,
+        "redis": deployment.redis.process.pid,
+        "emulator": emulator.process.pid,
+    }
+    try:
+        with Sampler(roots, args.sample_interval) as sampler:
+            # The deployment's own background (heartbeats, DAG parsing), so it can be subtracted.
+            time.sleep(args.settle)
+            idle_cpu, idle_db = sampler.sample(), _db_counters(postgres)
+            time.sleep(args.idle)
+            cpu_before, db_before = sampler.sample(), _db_counters(postgres)
+            idle = {
+                "seconds": db_before["at"] - idle_db["at"],
+                "cpu": {name: cpu_before[name] - idle_cpu.get(name, 0.0) for name in cpu_before},
+                "db": _db_delta(idle_db, db_before),
+            }
+            postgres.query("SELECT pg_stat_statements_reset()")
+            db_before = _db_counters(postgres)
+            common.log(f"pipeline: {variant}, N={n}: trigger")
+            triggered = time.time()
+            conf = {
+                "count": n,
+                "image": str(IMAGE),
+                "output_dir": str(output_dir),
+                "seconds": args.seconds,
+                "output_bytes": args.output_bytes,
+            }
+            run_id = deployment.trigger_dag(dag_id, conf)
+            progress = Progress()
+            deadline = time.monotonic() + args.timeout
+            last = ""
+            while True:
+                _poll_progress(postgres, dag_id, run_id, progress)
+                if progress.publish_end is not None or progress.run_state in ("success", "failed"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{variant} N={n} did not finish in {args.timeout} s: {progress.states}"
+                    )
+                line = ", ".join(f"{key} {value}" for key, value in sorted(progress.states.items()))
+                if line != last:
+                    common.log(f"pipeline: {variant}, N={n}: {line}")
+                    last = line
+                time.sleep(args.poll)
+            cpu_after = sampler.sample()
+            finished = time.time()
+        # The server flushes idle backends' counters within 10 s.
+        time.sleep(STATS_FLUSH_SECONDS if n > 2 else 2.0)
+        db_after = _db_counters(postgres)
+        statements = _top_statements(postgres)
+        contents = _run_contents(postgres, dag_id, run_id)
+        verification = _verify(output_dir, variant, args.output_bytes)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    jobs = emulator.requests()
+    inputs: dict[str, int] = {}
+    for job in jobs:
+        key = json.dumps(job["input"], sort_keys=True)
+        inputs[key] = inputs.get(key, 0) + 1
+    end = progress.publish_end or finished
+    return {
+        "variant": variant,
+        "n": n,
+        "run_id": run_id,
+        "run_state": progress.run_state,
+        "published": progress.publish_end is not None,
+        "wall_seconds": end - triggered,
+        "cpu": {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in COMPONENTS},
+        "peak_rss_mib": {name: sampler.peak_rss.get(name, 0.0) for name in COMPONENTS},
+        "peak_processes": {name: sampler.peak_processes.get(name, 0) for name in COMPONENTS},
+        "idle": idle,
+        "db": _db_delta(db_before, db_after),
+        "statements": statements,
+        "contents": contents,
+        "triggers_peak": progress.triggers_peak,
+        "trigger_kwargs_bytes": progress.trigger_kwargs_bytes,
+        "states": progress.states,
+        "verification": verification,
+        "submissions": emulator.counters()["submissions"],
+        "distinct_inputs": len(inputs),
+        "duplicates": sum(count - 1 for count in inputs.values()),
+        "emulator_calls": emulator.counters()["calls"],
+        "sampler_cpu_seconds": sampler.sample_cpu,
+        "series": [(round(at - triggered, 1), cpu) for at, cpu in sampler.series if at >= triggered],
+    }
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    return (
+        f"pipeline: {run['variant']}, N={run['n']}: {run['run_state']} in {run['wall_seconds']:.0f} s, "
+        f"deployment CPU {_deployment_cpu(run):.0f} s, verified {run['verification']['verified']}/{run['n']}"
+    )
+
+
+def _deployment_cpu(run: dict[str, Any]) -> float:
+    return sum(seconds for name, seconds in run["cpu"].items() if name not in OUTSIDE_DEPLOYMENT)
+
+
+def _db_rows_per_generation(run: dict[str, Any]) -> float:
+    """Rows written per generation, less what the idle deployment writes in as long."""
+    idle = run["idle"]["db"]
+    rate = idle["rows"] / idle["seconds"] if idle["seconds"] else 0.0
+    return (run["db"]["rows"] - rate * run["db"]["seconds"]) / run["n"]
+
+
+def _per_generation(run: dict[str, Any], key: str) -> float:
+    idle = run["idle"]["db"]
+    rate = idle[key] / idle["seconds"] if idle["seconds"] else 0.0
+    return (run["db"][key] - rate * run["db"]["seconds"]) / run["n"]
+
+
+def _ratio(provider: float, floor: float) -> str:
+    return f"{provider / floor:.2f}x" if floor else "-"
+
+
+def _tables(runs: list[dict[str, Any]], n: int) -> str:
+    by = {run["variant"]: run for run in runs if run["n"] == n}
+    provider, floor = by.get("provider"), by.get("floor")
+    if provider is None or floor is None:
+        return ""
+    rows: list[list[Any]] = []
+    for name in COMPONENTS:
+        rows.append(
+            [
+                name + (" (RunComfy; not in the total)" if name in OUTSIDE_DEPLOYMENT else ""),
+                provider["cpu"][name],
+                floor["cpu"][name],
+                _ratio(provider["cpu"][name], floor["cpu"][name]),
+                provider["peak_rss_mib"][name],
+                floor["peak_rss_mib"][name],
+            ]
+        )
+    total_p, total_f = _deployment_cpu(provider), _deployment_cpu(floor)
+    rows.append(
+        [
+            "**deployment total**",
+            f"**{total_p:,.1f}**",
+            f"**{total_f:,.1f}**",
+            f"**{_ratio(total_p, total_f)}**",
+            sum(v for k, v in provider["peak_rss_mib"].items() if k not in OUTSIDE_DEPLOYMENT),
+            sum(v for k, v in floor["peak_rss_mib"].items() if k not in OUTSIDE_DEPLOYMENT),
+        ]
+    )
+    components = common.table(
+        [
+            f"N = {n:,}: component",
+            "provider CPU s",
+            "floor CPU s",
+            "x floor",
+            "provider peak RSS MiB",
+            "floor peak RSS MiB",
+        ],
+        rows,
+    )
+
+    def xcom_bytes(run: dict[str, Any]) -> float:
+        return sum(item["bytes"] for item in run["contents"]["xcom"].values()) / run["n"]
+
+    def xcom_rows(run: dict[str, Any]) -> float:
+        return sum(item["rows"] for item in run["contents"]["xcom"].values()) / run["n"]
+
+    def rendered_bytes(run: dict[str, Any]) -> float:
+        return sum(item["bytes"] for item in run["contents"]["rendered_fields"].values()) / run["n"]
+
+    def verified(run: dict[str, Any]) -> str:
+        check = run["verification"]
+        return f"{check['verified']:,} of {run['n']:,}"
+
+    figures = [
+        ("wall time s, trigger to last publish", lambda r: r["wall_seconds"], True),
+        ("deployment CPU s per generation", lambda r: _deployment_cpu(r) / r["n"], True),
+        ("DB rows written per generation (net of idle)", _db_rows_per_generation, True),
+        ("DB statements per generation (net of idle)", lambda r: _per_generation(r, "statements"), True),
+        ("DB commits per generation (net of idle)", lambda r: _per_generation(r, "commits"), True),
+        ("XCom rows per generation", xcom_rows, True),
+        ("XCom bytes per generation", xcom_bytes, True),
+        ("rendered-field bytes per generation", rendered_bytes, True),
+        ("task_state_store rows", lambda r: r["contents"]["task_state_store"]["rows"], False),
+        ("asset events", lambda r: r["contents"]["asset_events"]["rows"], False),
+        ("trigger rows at once (peak seen)", lambda r: r["triggers_peak"], False),
+        ("trigger kwargs bytes (mean, at that peak)", lambda r: r["trigger_kwargs_bytes"], False),
+        (
+            "paid submissions (distinct inputs)",
+            lambda r: f"{r['submissions']:,} ({r['distinct_inputs']:,})",
+            False,
+        ),
+        ("duplicate payments", lambda r: r["duplicates"], False),
+        ("videos verified (manifest SHA-256 = file)", verified, False),
+    ]
+    summary_rows = []
+    for label, value, ratio in figures:
+        p, f = value(provider), value(floor)
+        summary_rows.append([label, p, f, _ratio(p, f) if ratio and isinstance(p, float | int) else "-"])
+    summary = common.table([f"N = {n:,}", "provider", "floor", "x floor"], summary_rows)
+    return f"{summary}\n\n{components}"
+
+
+def _targets(runs: list[dict[str, Any]]) -> tuple[str, bool]:
+    sizes = sorted({run["n"] for run in runs if run["variant"] == "provider"})
+    compared = [n for n in sizes if {r["variant"] for r in runs if r["n"] == n} >= set(VARIANTS)]
+    checks = []
+    if compared:
+        n = compared[-1]
+        by = {run["variant"]: run for run in runs if run["n"] == n}
+        wall = by["provider"]["wall_seconds"] / by["floor"]["wall_seconds"]
+        cpu = _deployment_cpu(by["provider"]) / _deployment_cpu(by["floor"])
+        checks += [
+            (
+                f"N = {n:,}: wall time ≤ {RATIO_TARGET}x the floor",
+                f"{wall:.2f}x ({by['provider']['wall_seconds']:,.0f} s vs "
+                f"{by['floor']['wall_seconds']:,.0f} s)",
+                wall <= RATIO_TARGET,
+            ),
+            (
+                f"N = {n:,}: deployment CPU ≤ {RATIO_TARGET}x the floor",
+                f"{cpu:.2f}x ({_deployment_cpu(by['provider']):,.0f} s vs "
+                f"{_deployment_cpu(by['floor']):,.0f} s)",
+                cpu <= RATIO_TARGET,
+            ),
+        ]
+    providers = [run for run in runs if run["variant"] == "provider"]
+    duplicates = sum(run["duplicates"] for run in providers)
+    submissions = sum(run["submissions"] for run in providers)
+    checks.append(
+        ("no duplicate payment", f"{duplicates} ({submissions:,} paid submissions)", duplicates == 0)
+    )
+    asked = sum(run["n"] for run in providers)
+    good = sum(run["verification"]["verified"] for run in providers)
+    checks.append(("every video verified", f"{good:,} of {asked:,}", good == asked))
+    text = common.table(
+        ["target", "measured", "verdict"], [[name, got, common.verdict(ok)] for name, got, ok in checks]
+    )
+    return text, all(ok for _, _, ok in checks)
+
+
+def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, bool]:
+    sizes = sorted({run["n"] for run in runs})
+    tables = "\n\n".join(text for n in sizes if (text := _tables(runs, n)))
+    targets, passed = _targets(runs)
+    command = (
+        "make bench-pipeline"
+        if args.sizes == [100, 500]
+        else ("python benchmarks/pipeline.py --sizes " + " ".join(map(str, args.sizes)))
+    )
+    settings = (
+        f"One DAG run of N rows per variant, each on a fresh deployment (PostgreSQL, Redis, Celery with two "
+        f"workers of 4 slots, two triggerers; parallelism 16); generations of {args.seconds:g} s, outputs "
+        f"of {args.output_bytes / 10**6:g} MB; the `dreamina` pool holds every row (deferred tasks "
+        f"count). CPU sampled every {args.sample_interval:g} s over each component's process tree, "
+        f"exited children included; the deployment total leaves out the emulator. Rerun: `{command}`. "
+        f"Measured {common.stamp()} on {common.machine_line()}."
+    )
+    return f"{settings}\n\n{tables}\n\n{targets}", passed
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500], help="rows per run")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long each generation takes")
+    parser.add_argument("--output-bytes", type=int, default=DEFAULT_OUTPUT_BYTES)
+    parser.add_argument("--pool-slots", type=int, help="slots of the dreamina pool (default: N)")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after start-up")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds the idle deployment is measured")
+    parser.add_argument("--sample-interval", type=float, default=2.0)
+    parser.add_argument("--poll", type=float, default=3.0, help="seconds between progress queries")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one run may take")
+    parser.add_argument(
+        "--shared-deployment", action="store_true", help="one deployment per N for both variants"
+    )
+    parser.add_argument("--keep-home", type=Path, help="keep each deployment's home (logs) under here")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 rows of 3 s, both variants, one deployment; writes nothing"
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.seconds, args.output_bytes, args.no_write = [2], 3.0, 200_000, True
+        args.settle, args.idle, args.shared_deployment, args.timeout = 1.0, 2.0, True, 240.0
+    # The harness lives in the test suite: importable from the repository root.
+    sys.path.insert(0, str(common.ROOT))
+    from airflow_provider_dreamina.emulator import run_emulator
+
+    variants = [variant for variant in VARIANTS if variant in args.variants]
+    runs: list[dict[str, Any]] = []
+    token = f"pipeline-token-{secrets.token_hex(8)}"
+    homes = Path(tempfile.mkdtemp(prefix="dreamina-pipeline-home-"))
+    options = {"queue_seconds": 0, "run_seconds": args.seconds, "output_bytes": args.output_bytes}
+    try:
+        with run_emulator(token=token, **options) as emulator:
+            for n in args.sizes:
+                groups = [variants] if args.shared_deployment else [[variant] for variant in variants]
+                for group in groups:
+                    home = homes / f"{'-'.join(group)}-{n}"
+                    with _deployment(group, emulator, home) as deployment:
+                        for variant in group:
+                            run = _run(deployment, emulator, variant, n, args)
+                            runs.append(run)
+                            common.log(_run_line(run))
+                    if args.keep_home:
+                        shutil.copytree(home, args.keep_home / home.name, dirs_exist_ok=True)
+                    shutil.rmtree(home, ignore_errors=True)
+    finally:
+        shutil.rmtree(homes, ignore_errors=True)
+    text, passed = _report(runs, args)
+    print("## Pipeline at scale\n\n" + text + "\n")
+    failed = [run for run in runs if not run["published"]]
+    if not args.no_write:
+        common.update_section("pipeline", text)
+        common.save_results("pipeline", {"settings": vars(args), "runs": runs, "all_targets_met": passed})
+    if failed:
+        sys.exit("runs that did not publish: " + ", ".join(f"{r['variant']} N={r['n']}" for r in failed))
+
+
+if __name__ == "__main__":
+    main()

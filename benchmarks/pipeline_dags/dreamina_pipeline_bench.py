@@ -1,0 +1,155 @@
+"""The pipeline benchmark's DAGs: N rows through generate, then download, then one publish.
+
+``benchmarks/pipeline.py`` runs them on the distributed deployment. Both have the content
+pipeline's shape (``example_dags/dreamina_content_pipeline.py``): a mapped task group per row whose
+``generate`` waits deferred in the ``dreamina`` pool and whose ``download`` stores one file and
+announces it on the ``dreamina_videos`` asset, then ``publish`` lists every stored file.
+
+* ``dreamina_pipeline_bench`` (variant ``provider``): ``DreaminaImageToVideoOperator`` (submit,
+  defer to ``DreaminaRequestTrigger``, resume on a worker) and ``DreaminaDownloadOperator``.
+* ``dreamina_pipeline_floor`` (variant ``floor``): what Airflow itself costs for the same shape.
+  ``generate`` defers to Airflow's own ``DateTimeTrigger`` for the same number of seconds and
+  resumes on a worker as the provider's does; ``download`` is a plain task that writes as many
+  bytes as the provider's video has.
+
+Which DAGs this file defines comes from ``DREAMINA_PIPELINE_VARIANTS`` (``provider``, ``floor``, or
+both, comma-separated), so that a deployment measuring one variant never imports the other's
+modules: every task process parses this file too.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Asset, BaseOperator, Param, task, task_group
+
+VARIANTS = os.environ.get("DREAMINA_PIPELINE_VARIANTS", "provider,floor").split(",")
+VIDEOS = Asset(name="dreamina_videos")
+DESTINATION = "{{ params.output_dir }}"
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=2)}
+PARAMS = {
+    "count": Param(2, type="integer", minimum=1),
+    "image": Param("", type="string"),
+    "output_dir": Param("", type="string"),
+    # The floor's wait and file size; the provider's come from the emulator's settings.
+    "seconds": Param(60, type="number", minimum=0),
+    "output_bytes": Param(1_000_000, type="integer", minimum=1),
+}
+
+
+@task
+def rows(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per generation, each its own prompt and seed (one distinct paid input each)."""
+    assert params is not None
+    return [
+        {"prompt": f"Pipeline benchmark row {index}: a paper boat drifts down a rainy street", "seed": index}
+        for index in range(int(params["count"]))
+    ]
+
+
+@task
+def publish(stored: list[list[str]]) -> list[str]:
+    """Every stored file of the run, once each row is saved."""
+    return [uri for uris in stored for uri in uris]
+
+
+def _dag(dag_id: str, description: str) -> DAG:
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        # The pool and the deployment's slots bound the run, not the DAG.
+        max_active_tasks=4096,
+        tags=["dreamina", "benchmark"],
+        params=PARAMS,
+    )
+
+
+if "provider" in VARIANTS:
+    from airflow_provider_dreamina.operators.dreamina import (
+        DreaminaDownloadOperator,
+        DreaminaImageToVideoOperator,
+    )
+
+    @task_group(group_id="video")
+    def provider_row(prompt: str, seed: int) -> Any:
+        """One row: a generation waited for in the triggerer, then its verified download."""
+        generate = DreaminaImageToVideoOperator(
+            task_id="generate",
+            prompt=prompt,
+            image_url="{{ params.image }}",
+            seed=seed,
+            pool="dreamina",
+            wait_for_completion=True,
+            deferrable=True,
+            poll_interval=10,
+            timeout=60 * 60,
+            **RETRIES,
+        )
+        download = DreaminaDownloadOperator(
+            task_id="download",
+            request_id=generate.output["request_id"],
+            generation_input=generate.output,
+            destination=DESTINATION,
+            outlets=[VIDEOS],
+            **RETRIES,
+        )
+        return download.output
+
+    with _dag("dreamina_pipeline_bench", "Pipeline benchmark: the provider"):
+        publish(provider_row.expand_kwargs(rows()))
+
+
+if "floor" in VARIANTS:
+
+    class FloorWait(BaseOperator):
+        """Airflow's own deferrable wait of ``seconds``, resumed on a worker like the provider's generate."""
+
+        template_fields = ("seconds",)
+
+        def __init__(self, *, seconds: float | str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seconds = seconds
+
+        def execute(self, context: Any) -> None:
+            from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=float(self.seconds))),
+                method_name="execute_complete",
+                timeout=timedelta(hours=1),
+            )
+
+        def execute_complete(self, context: Any, event: Any = None) -> None:
+            return None
+
+    @task(outlets=[VIDEOS], **RETRIES)
+    def floor_download(
+        seed: int, params: dict[str, Any] | None = None, outlet_events: Any = None
+    ) -> list[str]:
+        """Write as many bytes as the provider's video has, and announce the file."""
+        assert params is not None
+        target = Path(params["output_dir"]) / f"floor-{seed}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remaining, piece = int(params["output_bytes"]), b"\0" * (1 << 20)
+        with target.open("wb") as handle:
+            while remaining > 0:
+                remaining -= handle.write(piece[:remaining])
+        outlet_events[VIDEOS].extra = {"uri": target.as_uri(), "bytes": target.stat().st_size}
+        return [target.as_uri()]
+
+    @task_group(group_id="video")
+    def floor_row(prompt: str, seed: int) -> Any:
+        """One row: a deferred wait in the pool, then a plain write."""
+        wait = FloorWait(task_id="generate", seconds="{{ params.seconds }}", pool="dreamina", **RETRIES)
+        saved = floor_download.override(task_id="download")(seed)
+        wait >> saved
+        return saved
+
+    with _dag("dreamina_pipeline_floor", "Pipeline benchmark: Airflow's floor for the same shape"):
+        publish(floor_row.expand_kwargs(rows()))
