@@ -35,6 +35,10 @@ Measured per run, from the trigger to the last publish:
 * paid submissions and duplicate payments (the emulator's own records), and videos verified (each
   manifest's SHA-256 and size against its file).
 
+The provider's modules and the DAG file are compiled to bytecode before the run, as a wheel
+install has them and as Airflow's own modules are (a checkout run with ``PYTHONDONTWRITEBYTECODE``
+would otherwise compile them in every task process).
+
 Targets (at the largest N run, 500 by default): wall time and deployment CPU at most 1.25x the
 floor; no duplicate payment; every video verified.
 
@@ -46,11 +50,13 @@ floor; no duplicate payment; every video verified.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -281,6 +287,57 @@ def _run_contents(postgres: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     }
 
 
+# -- diagnostics: what each kind of task process costs -----------------------------------------
+
+
+def _task_processes(directory: Path, dag_id: str) -> dict[str, Any]:
+    """CPU per kind of task process, from the records the DAG file's diagnostics wrote (if any).
+
+    A deferred task runs twice: its first process (by start time) submits and defers, its second
+    resumes. With profiles, the top functions of each kind, summed over its processes.
+    """
+    if not directory.is_dir():
+        return {}
+    records = [{**json.loads(path.read_text()), "pid": int(path.stem)} for path in directory.glob("*.json")]
+    records = [record for record in records if record["dag_id"] == dag_id]
+    seen: dict[tuple[str, int], int] = {}
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=lambda r: r["started_at"]):
+        key = (record["task_id"], record["map_index"])
+        seen[key] = seen.get(key, 0) + 1
+        kind = record["task_id"]
+        if kind.endswith("generate"):
+            kind += " (submit, defer)" if seen[key] == 1 else " (resume)"
+        kinds.setdefault(kind, []).append(record)
+    figures: dict[str, Any] = {}
+    for kind, group in sorted(kinds.items()):
+        figures[kind] = {
+            "processes": len(group),
+            "cpu_ms_mean": 1000 * sum(r["cpu"] for r in group) / len(group),
+            "cpu_ms_before_parse_mean": 1000 * sum(r["cpu_before_parse"] for r in group) / len(group),
+            "seconds_mean": sum(r["seconds"] for r in group) / len(group),
+        }
+        profiles = [
+            directory / f"{r['pid']}.prof" for r in group if (directory / f"{r['pid']}.prof").exists()
+        ]
+        if profiles:
+            figures[kind]["profile"] = _profile_top(profiles)
+    return figures
+
+
+def _profile_top(paths: list[Path], limit: int = 40) -> list[str]:
+    """The functions with the most cumulative time over these profiles, per process, as text lines."""
+    import io
+    import pstats
+
+    buffer = io.StringIO()
+    stats = pstats.Stats(str(paths[0]), stream=buffer)
+    for path in paths[1:]:
+        stats.add(str(path))
+    stats.sort_stats("cumulative").print_stats(limit)
+    return buffer.getvalue().splitlines()
+
+
 # -- one run ----------------------------------------------------------------------------------
 
 
@@ -352,7 +409,9 @@ def _verify(output_dir: Path, variant: str, output_bytes: int) -> dict[str, Any]
 
 
 @contextmanager
-def _deployment(variants: list[str], emulator: Any, run_home: Path) -> Iterator[Any]:
+def _deployment(
+    variants: list[str], emulator: Any, run_home: Path, args: argparse.Namespace
+) -> Iterator[Any]:
     from tests.distributed.harness import run_deployment
 
     env = {
@@ -360,6 +419,11 @@ def _deployment(variants: list[str], emulator: Any, run_home: Path) -> Iterator[
         "AIRFLOW_CONN_DREAMINA_DEFAULT": emulator.connection_json(allowed_image_roots=[str(IMAGE.parent)]),
         "DREAMINA_PIPELINE_VARIANTS": ",".join(variants),
     }
+    if args.task_stats or args.profile_tasks:
+        (run_home / "task-stats").mkdir(parents=True, exist_ok=True)
+        env["DREAMINA_PIPELINE_TASK_STATS"] = str(run_home / "task-stats")
+        if args.profile_tasks:
+            env["DREAMINA_PIPELINE_PROFILE"] = "1"
     started = time.monotonic()
     with run_deployment(
         [DAGS],
@@ -372,6 +436,8 @@ def _deployment(variants: list[str], emulator: Any, run_home: Path) -> Iterator[
     ) as deployment:
         deployment.postgres.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         deployment.wait_for_dags([DAG_IDS[variant] for variant in variants], timeout=180)
+        # Task processes parse the DAG file from its bytecode, as they would in production.
+        compileall.compile_dir(deployment.dags_folder, quiet=1)
         common.log(f"pipeline: deployment ready after {time.monotonic() - started:.0f} s")
         yield deployment
 
@@ -436,6 +502,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
         statements = _top_statements(postgres)
         contents = _run_contents(postgres, dag_id, run_id)
         verification = _verify(output_dir, variant, args.output_bytes)
+        task_processes = _task_processes(deployment.home / "task-stats", dag_id)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     jobs = emulator.requests()
@@ -466,6 +533,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
         "distinct_inputs": len(inputs),
         "duplicates": sum(count - 1 for count in inputs.values()),
         "emulator_calls": emulator.counters()["calls"],
+        "task_processes": task_processes,
         "sampler_cpu_seconds": sampler.sample_cpu,
         "series": [(round(at - triggered, 1), cpu) for at, cpu in sampler.series if at >= triggered],
     }
@@ -476,7 +544,9 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
 
 def _run_line(run: dict[str, Any]) -> str:
     return (
-        f"pipeline: {run['variant']}, N={run['n']}: {run['run_state']} in {run['wall_seconds']:.0f} s, "
+        f"pipeline: {run['variant']}, N={run['n']}: "
+        f"{'published' if run['published'] else 'NOT published (' + str(run['run_state']) + ')'} "
+        f"after {run['wall_seconds']:.0f} s, "
         f"deployment CPU {_deployment_cpu(run):.0f} s, verified {run['verification']['verified']}/{run['n']}"
     )
 
@@ -622,9 +692,35 @@ def _targets(runs: list[dict[str, Any]]) -> tuple[str, bool]:
     return text, all(ok for _, _, ok in checks)
 
 
+def _task_table(runs: list[dict[str, Any]], n: int) -> str:
+    """Diagnostic (``--task-stats``): mean CPU of each kind of task process, provider and floor."""
+    by = {run["variant"]: run.get("task_processes") or {} for run in runs if run["n"] == n}
+    kinds = sorted({kind for figures in by.values() for kind in figures})
+    if not kinds:
+        return ""
+    rows = []
+    for kind in kinds:
+        row: list[Any] = [kind]
+        for variant in VARIANTS[::-1]:
+            figures = by.get(variant, {}).get(kind)
+            row += (
+                [figures["processes"], figures["cpu_ms_mean"], figures["cpu_ms_before_parse_mean"]]
+                if figures
+                else ["-", "-", "-"]
+            )
+        rows.append(row)
+    headers = [f"N = {n:,}: task process (diagnostic)"]
+    for variant in VARIANTS[::-1]:
+        headers += [f"{variant} processes", f"{variant} CPU ms (mean)", f"{variant} before the parse"]
+    return common.table(headers, rows)
+
+
 def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, bool]:
     sizes = sorted({run["n"] for run in runs})
     tables = "\n\n".join(text for n in sizes if (text := _tables(runs, n)))
+    diagnostics = "\n\n".join(text for n in sizes if (text := _task_table(runs, n)))
+    if diagnostics:
+        tables += "\n\n" + diagnostics
     targets, passed = _targets(runs)
     command = (
         "make bench-pipeline"
@@ -661,7 +757,14 @@ def main() -> None:
         "--shared-deployment", action="store_true", help="one deployment per N for both variants"
     )
     parser.add_argument("--keep-home", type=Path, help="keep each deployment's home (logs) under here")
+    parser.add_argument(
+        "--task-stats", action="store_true", help="diagnostic: CPU of each kind of task process"
+    )
+    parser.add_argument(
+        "--profile-tasks", action="store_true", help="diagnostic: --task-stats plus a cProfile of each"
+    )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument(
         "--smoke", action="store_true", help="2 rows of 3 s, both variants, one deployment; writes nothing"
     )
@@ -669,11 +772,17 @@ def main() -> None:
     if args.smoke:
         args.sizes, args.seconds, args.output_bytes, args.no_write = [2], 3.0, 200_000, True
         args.settle, args.idle, args.shared_deployment, args.timeout = 1.0, 2.0, True, 240.0
+    # Stopped (SIGTERM, or SIGINT in a background job, which ignores it), it still stops everything
+    # it started: SystemExit unwinds the deployment's and the emulator's blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("pipeline: stopped (SIGTERM)"))
     # The harness lives in the test suite: importable from the repository root.
     sys.path.insert(0, str(common.ROOT))
     from airflow_provider_dreamina.emulator import run_emulator
 
     variants = [variant for variant in VARIANTS if variant in args.variants]
+    # A wheel installs the provider with its bytecode, as Airflow's own modules are here; a checkout
+    # run with PYTHONDONTWRITEBYTECODE would compile the provider's modules in every task process.
+    compileall.compile_dir(common.ROOT / "airflow_provider_dreamina", quiet=1)
     runs: list[dict[str, Any]] = []
     token = f"pipeline-token-{secrets.token_hex(8)}"
     homes = Path(tempfile.mkdtemp(prefix="dreamina-pipeline-home-"))
@@ -684,7 +793,7 @@ def main() -> None:
                 groups = [variants] if args.shared_deployment else [[variant] for variant in variants]
                 for group in groups:
                     home = homes / f"{'-'.join(group)}-{n}"
-                    with _deployment(group, emulator, home) as deployment:
+                    with _deployment(group, emulator, home, args) as deployment:
                         for variant in group:
                             run = _run(deployment, emulator, variant, n, args)
                             runs.append(run)
@@ -696,6 +805,8 @@ def main() -> None:
         shutil.rmtree(homes, ignore_errors=True)
     text, passed = _report(runs, args)
     print("## Pipeline at scale\n\n" + text + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1, default=str))
     failed = [run for run in runs if not run["published"]]
     if not args.no_write:
         common.update_section("pipeline", text)

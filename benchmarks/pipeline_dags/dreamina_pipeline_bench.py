@@ -8,13 +8,19 @@ announces it on the ``dreamina_videos`` asset, then ``publish`` lists every stor
 * ``dreamina_pipeline_bench`` (variant ``provider``): ``DreaminaImageToVideoOperator`` (submit,
   defer to ``DreaminaRequestTrigger``, resume on a worker) and ``DreaminaDownloadOperator``.
 * ``dreamina_pipeline_floor`` (variant ``floor``): what Airflow itself costs for the same shape.
-  ``generate`` defers to Airflow's own ``DateTimeTrigger`` for the same number of seconds and
-  resumes on a worker as the provider's does; ``download`` is a plain task that writes as many
-  bytes as the provider's video has.
+  ``generate`` takes the row's prompt and seed, defers to Airflow's own ``DateTimeTrigger`` for
+  the same number of seconds, resumes on a worker as the provider's does and returns an id;
+  ``download`` takes that id (``generate.output``) and writes as many bytes as the provider's
+  video has.
 
 Which DAGs this file defines comes from ``DREAMINA_PIPELINE_VARIANTS`` (``provider``, ``floor``, or
 both, comma-separated), so that a deployment measuring one variant never imports the other's
 modules: every task process parses this file too.
+
+Diagnostics (``benchmarks/pipeline.py --task-stats``): with ``DREAMINA_PIPELINE_TASK_STATS`` set to a
+directory, each task process, which parses this file first, writes there at exit its task, its
+CPU seconds since it was forked and those spent before this file was parsed; with
+``DREAMINA_PIPELINE_PROFILE`` also set, a cProfile of everything after the parse began.
 """
 
 from __future__ import annotations
@@ -25,6 +31,50 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, BaseOperator, Param, task, task_group
+
+
+def _record_task_process(directory: str) -> None:
+    """Write this task process's CPU seconds (and, asked for, its profile) into ``directory`` at exit."""
+    import atexit
+    import json
+    import time
+
+    import structlog
+
+    task = structlog.contextvars.get_contextvars()
+    if "ti_id" not in task:  # parsed by the DAG processor, not by a task process
+        return
+    at_parse = os.times()
+    profiler = None
+    if os.environ.get("DREAMINA_PIPELINE_PROFILE"):
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    wall_at_parse = time.time()
+
+    def record() -> None:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{directory}/{os.getpid()}.prof")
+        ended = os.times()
+        facts = {
+            "dag_id": task.get("dag_id"),
+            "task_id": task.get("task_id"),
+            "map_index": task.get("map_index"),
+            "try_number": task.get("try_number"),
+            "started_at": wall_at_parse,
+            "seconds": time.time() - wall_at_parse,
+            "cpu": ended.user + ended.system,
+            "cpu_before_parse": at_parse.user + at_parse.system,
+        }
+        Path(directory, f"{os.getpid()}.json").write_text(json.dumps(facts))
+
+    atexit.register(record)
+
+
+if os.environ.get("DREAMINA_PIPELINE_TASK_STATS"):
+    _record_task_process(os.environ["DREAMINA_PIPELINE_TASK_STATS"])
 
 VARIANTS = os.environ.get("DREAMINA_PIPELINE_VARIANTS", "provider,floor").split(",")
 VIDEOS = Asset(name="dreamina_videos")
@@ -108,12 +158,18 @@ if "provider" in VARIANTS:
 if "floor" in VARIANTS:
 
     class FloorWait(BaseOperator):
-        """Airflow's own deferrable wait of ``seconds``, resumed on a worker like the provider's generate."""
+        """Airflow's own deferrable wait of ``seconds``, resumed on a worker like the provider's generate.
 
-        template_fields = ("seconds",)
+        It takes the row's prompt and seed as the provider's operator does (so each try renders them
+        from the row), and returns an id for the download, as a generation's request id.
+        """
 
-        def __init__(self, *, seconds: float | str, **kwargs: Any) -> None:
+        template_fields = ("prompt", "seed", "seconds")
+
+        def __init__(self, *, prompt: str, seed: int | str, seconds: float | str, **kwargs: Any) -> None:
             super().__init__(**kwargs)
+            self.prompt = prompt
+            self.seed = seed
             self.seconds = seconds
 
         def execute(self, context: Any) -> None:
@@ -125,16 +181,16 @@ if "floor" in VARIANTS:
                 timeout=timedelta(hours=1),
             )
 
-        def execute_complete(self, context: Any, event: Any = None) -> None:
-            return None
+        def execute_complete(self, context: Any, event: Any = None) -> str:
+            return f"floor-{context['run_id']}-{self.seed}"
 
     @task(outlets=[VIDEOS], **RETRIES)
     def floor_download(
-        seed: int, params: dict[str, Any] | None = None, outlet_events: Any = None
+        request_id: str, params: dict[str, Any] | None = None, outlet_events: Any = None
     ) -> list[str]:
         """Write as many bytes as the provider's video has, and announce the file."""
         assert params is not None
-        target = Path(params["output_dir"]) / f"floor-{seed}.mp4"
+        target = Path(params["output_dir"]) / f"{request_id.rsplit('-', 1)[-1]}.mp4"
         target.parent.mkdir(parents=True, exist_ok=True)
         remaining, piece = int(params["output_bytes"]), b"\0" * (1 << 20)
         with target.open("wb") as handle:
@@ -145,11 +201,16 @@ if "floor" in VARIANTS:
 
     @task_group(group_id="video")
     def floor_row(prompt: str, seed: int) -> Any:
-        """One row: a deferred wait in the pool, then a plain write."""
-        wait = FloorWait(task_id="generate", seconds="{{ params.seconds }}", pool="dreamina", **RETRIES)
-        saved = floor_download.override(task_id="download")(seed)
-        wait >> saved
-        return saved
+        """One row: a deferred wait in the pool, then a plain write of what it names."""
+        wait = FloorWait(
+            task_id="generate",
+            prompt=prompt,
+            seed=seed,
+            seconds="{{ params.seconds }}",
+            pool="dreamina",
+            **RETRIES,
+        )
+        return floor_download.override(task_id="download")(wait.output)
 
     with _dag("dreamina_pipeline_floor", "Pipeline benchmark: Airflow's floor for the same shape"):
         publish(floor_row.expand_kwargs(rows()))
