@@ -70,8 +70,15 @@ from typing import Any
 import _common as common
 
 DAGS = common.ROOT / "benchmarks" / "pipeline_dags"
-DAG_IDS = {"provider": "dreamina_pipeline_bench", "floor": "dreamina_pipeline_floor"}
+DAG_IDS = {
+    "provider": "dreamina_pipeline_bench",
+    "floor": "dreamina_pipeline_floor",
+    "provider-lean": "dreamina_pipeline_lean",
+}
+#: What the targets compare; ``provider-lean`` is a diagnostic (see the DAG file).
 VARIANTS = ("floor", "provider")
+ALL = (*VARIANTS, "provider-lean")
+DEFAULT_SIZES = [100, 500]
 IMAGE = common.ROOT / "example_dags" / "data" / "square.png"
 #: The figures' components in table order; the emulator stands for RunComfy.
 COMPONENTS = (
@@ -178,6 +185,13 @@ class Sampler:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields)
+    return (user + nice + system + irq + softirq + steal) / TICKS
 
 
 # -- the metadata database --------------------------------------------------------------------
@@ -469,6 +483,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
             postgres.query("SELECT pg_stat_statements_reset()")
             db_before = _db_counters(postgres)
             common.log(f"pipeline: {variant}, N={n}: trigger")
+            machine_before, own_before = _machine_busy_seconds(), time.process_time()
             triggered = time.time()
             conf = {
                 "count": n,
@@ -496,6 +511,8 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
                 time.sleep(args.poll)
             cpu_after = sampler.sample()
             finished = time.time()
+            machine_busy = _machine_busy_seconds() - machine_before
+            own_cpu = time.process_time() - own_before
         # The server flushes idle backends' counters within 10 s.
         time.sleep(STATS_FLUSH_SECONDS if n > 2 else 2.0)
         db_after = _db_counters(postgres)
@@ -511,6 +528,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
         key = json.dumps(job["input"], sort_keys=True)
         inputs[key] = inputs.get(key, 0) + 1
     end = progress.publish_end or finished
+    cpu = {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in COMPONENTS}
     return {
         "variant": variant,
         "n": n,
@@ -518,7 +536,9 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
         "run_state": progress.run_state,
         "published": progress.publish_end is not None,
         "wall_seconds": end - triggered,
-        "cpu": {name: cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0) for name in COMPONENTS},
+        "cpu": cpu,
+        # Every other process on this (shared) machine during the run, in cores on average.
+        "other_load_cores": max(0.0, machine_busy - sum(cpu.values()) - own_cpu) / (finished - triggered),
         "peak_rss_mib": {name: sampler.peak_rss.get(name, 0.0) for name in COMPONENTS},
         "peak_processes": {name: sampler.peak_processes.get(name, 0) for name in COMPONENTS},
         "idle": idle,
@@ -544,7 +564,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
 
 def _run_line(run: dict[str, Any]) -> str:
     return (
-        f"pipeline: {run['variant']}, N={run['n']}: "
+        f"pipeline: {run['variant']}, N={run['n']}, round {run.get('round', 1)}: "
         f"{'published' if run['published'] else 'NOT published (' + str(run['run_state']) + ')'} "
         f"after {run['wall_seconds']:.0f} s, "
         f"deployment CPU {_deployment_cpu(run):.0f} s, verified {run['verification']['verified']}/{run['n']}"
@@ -555,164 +575,185 @@ def _deployment_cpu(run: dict[str, Any]) -> float:
     return sum(seconds for name, seconds in run["cpu"].items() if name not in OUTSIDE_DEPLOYMENT)
 
 
-def _db_rows_per_generation(run: dict[str, Any]) -> float:
-    """Rows written per generation, less what the idle deployment writes in as long."""
-    idle = run["idle"]["db"]
-    rate = idle["rows"] / idle["seconds"] if idle["seconds"] else 0.0
-    return (run["db"]["rows"] - rate * run["db"]["seconds"]) / run["n"]
+def _deployment_cpu_net(run: dict[str, Any]) -> float:
+    """The deployment's CPU less what it burns idle (heartbeats, parsing) over as long a time."""
+    idle = run["idle"]
+    rate = sum(v for name, v in idle["cpu"].items() if name not in OUTSIDE_DEPLOYMENT) / idle["seconds"]
+    return _deployment_cpu(run) - rate * run["wall_seconds"]
 
 
 def _per_generation(run: dict[str, Any], key: str) -> float:
+    """A database counter per generation, less what the idle deployment adds in as long."""
     idle = run["idle"]["db"]
     rate = idle[key] / idle["seconds"] if idle["seconds"] else 0.0
-    return (run["db"][key] - rate * run["db"]["seconds"]) / run["n"]
+    return float(run["db"][key] - rate * run["db"]["seconds"]) / run["n"]
 
 
-def _ratio(provider: float, floor: float) -> str:
-    return f"{provider / floor:.2f}x" if floor else "-"
+def _ratio(value: Any, floor: Any) -> str:
+    if not isinstance(value, int | float) or not isinstance(floor, int | float) or not floor:
+        return "-"
+    return f"{value / floor:.2f}x"
+
+
+def _median_of(runs: list[dict[str, Any]], figure: Callable[[dict[str, Any]], Any]) -> Any:
+    """The median over rounds of a numeric figure; a text figure joined over rounds."""
+    values = [figure(run) for run in runs]
+    if all(isinstance(value, int | float) for value in values):
+        return common.median(values)
+    return " / ".join(str(value) for value in values)
+
+
+def _xcom(run: dict[str, Any], what: str) -> float:
+    return sum(item[what] for item in run["contents"]["xcom"].values()) / run["n"]
+
+
+#: (label, figure, compared with the floor) of the summary table.
+FIGURES: list[tuple[str, Callable[[dict[str, Any]], Any], bool]] = [
+    ("wall time s, trigger to last publish", lambda r: r["wall_seconds"], True),
+    ("deployment CPU s", _deployment_cpu, True),
+    ("deployment CPU s, less its idle rate over the run", _deployment_cpu_net, True),
+    ("deployment CPU ms per generation", lambda r: 1000 * _deployment_cpu(r) / r["n"], True),
+    ("DB rows written per generation (net of idle)", lambda r: _per_generation(r, "rows"), True),
+    ("DB commits per generation (net of idle)", lambda r: _per_generation(r, "commits"), True),
+    ("DB statements per generation (net of idle)", lambda r: _per_generation(r, "statements"), True),
+    ("XCom rows per generation", lambda r: _xcom(r, "rows"), True),
+    ("XCom bytes per generation", lambda r: _xcom(r, "bytes"), True),
+    (
+        "rendered-field bytes per generation",
+        lambda r: sum(item["bytes"] for item in r["contents"]["rendered_fields"].values()) / r["n"],
+        True,
+    ),
+    ("task_state_store rows", lambda r: r["contents"]["task_state_store"]["rows"], False),
+    ("asset events", lambda r: r["contents"]["asset_events"]["rows"], False),
+    ("trigger rows at once (peak seen)", lambda r: r["triggers_peak"], False),
+    ("trigger kwargs bytes (mean, at that peak)", lambda r: r["trigger_kwargs_bytes"], False),
+    ("paid submissions", lambda r: r["submissions"], False),
+    ("duplicate payments", lambda r: r["duplicates"], False),
+    (
+        "videos verified (manifest SHA-256 = file; floor: size)",
+        lambda r: f"{r['verification']['verified']:,} of {r['n']:,}",
+        False,
+    ),
+    ("other processes on the machine, cores (noise)", lambda r: r["other_load_cores"], False),
+]
 
 
 def _tables(runs: list[dict[str, Any]], n: int) -> str:
-    by = {run["variant"]: run for run in runs if run["n"] == n}
-    provider, floor = by.get("provider"), by.get("floor")
-    if provider is None or floor is None:
+    by = {variant: [run for run in runs if run["n"] == n and run["variant"] == variant] for variant in ALL}
+    shown = [variant for variant in ALL if by[variant]]
+    if "floor" not in shown or len(shown) < 2:
         return ""
-    rows: list[list[Any]] = []
-    for name in COMPONENTS:
-        rows.append(
-            [
-                name + (" (RunComfy; not in the total)" if name in OUTSIDE_DEPLOYMENT else ""),
-                provider["cpu"][name],
-                floor["cpu"][name],
-                _ratio(provider["cpu"][name], floor["cpu"][name]),
-                provider["peak_rss_mib"][name],
-                floor["peak_rss_mib"][name],
+    rounds = max(len(by[variant]) for variant in shown)
+    others = [variant for variant in shown if variant != "floor"]
+    headers = [f"N = {n:,}" + (f", median of {rounds} rounds" if rounds > 1 else "")]
+    for variant in others:
+        headers += [variant, "x floor"]
+    headers.append("floor")
+    rows = []
+    for label, figure, compared in FIGURES:
+        floor = _median_of(by["floor"], figure)
+        row = [label]
+        for variant in others:
+            value = _median_of(by[variant], figure)
+            row += [value, _ratio(value, floor) if compared else "-"]
+        rows.append([*row, floor])
+    summary = common.table(headers, rows)
+
+    headers = [f"N = {n:,}: CPU s per component"]
+    for variant in others:
+        headers += [variant, "x floor"]
+    headers += ["floor", *(f"{variant} peak RSS MiB" for variant in shown)]
+    rows = []
+    for name in (*COMPONENTS, "total"):
+        if name == "total":
+            label, figure = "**deployment total**", _deployment_cpu
+        else:
+            label = name + (" (RunComfy; not in the total)" if name in OUTSIDE_DEPLOYMENT else "")
+            figure = lambda r, name=name: r["cpu"][name]  # noqa: E731
+        floor = _median_of(by["floor"], figure)
+        row: list[Any] = [label]
+        for variant in others:
+            value = _median_of(by[variant], figure)
+            row += [value, _ratio(value, floor)]
+        row.append(floor)
+        for variant in shown:
+            peaks = [
+                sum(v for k, v in r["peak_rss_mib"].items() if k not in OUTSIDE_DEPLOYMENT)
+                if name == "total"
+                else r["peak_rss_mib"][name]
+                for r in by[variant]
             ]
-        )
-    total_p, total_f = _deployment_cpu(provider), _deployment_cpu(floor)
-    rows.append(
-        [
-            "**deployment total**",
-            f"**{total_p:,.1f}**",
-            f"**{total_f:,.1f}**",
-            f"**{_ratio(total_p, total_f)}**",
-            sum(v for k, v in provider["peak_rss_mib"].items() if k not in OUTSIDE_DEPLOYMENT),
-            sum(v for k, v in floor["peak_rss_mib"].items() if k not in OUTSIDE_DEPLOYMENT),
+            row.append(max(peaks))
+        rows.append(row)
+    return f"{summary}\n\n{common.table(headers, rows)}"
+
+
+def _task_table(runs: list[dict[str, Any]], n: int) -> str:
+    """Diagnostic (``--task-stats``): mean CPU of each kind of task process, per variant."""
+    by = {
+        variant: [
+            run.get("task_processes") or {} for run in runs if run["n"] == n and run["variant"] == variant
         ]
-    )
-    components = common.table(
-        [
-            f"N = {n:,}: component",
-            "provider CPU s",
-            "floor CPU s",
-            "x floor",
-            "provider peak RSS MiB",
-            "floor peak RSS MiB",
-        ],
-        rows,
-    )
-
-    def xcom_bytes(run: dict[str, Any]) -> float:
-        return sum(item["bytes"] for item in run["contents"]["xcom"].values()) / run["n"]
-
-    def xcom_rows(run: dict[str, Any]) -> float:
-        return sum(item["rows"] for item in run["contents"]["xcom"].values()) / run["n"]
-
-    def rendered_bytes(run: dict[str, Any]) -> float:
-        return sum(item["bytes"] for item in run["contents"]["rendered_fields"].values()) / run["n"]
-
-    def verified(run: dict[str, Any]) -> str:
-        check = run["verification"]
-        return f"{check['verified']:,} of {run['n']:,}"
-
-    figures = [
-        ("wall time s, trigger to last publish", lambda r: r["wall_seconds"], True),
-        ("deployment CPU s per generation", lambda r: _deployment_cpu(r) / r["n"], True),
-        ("DB rows written per generation (net of idle)", _db_rows_per_generation, True),
-        ("DB statements per generation (net of idle)", lambda r: _per_generation(r, "statements"), True),
-        ("DB commits per generation (net of idle)", lambda r: _per_generation(r, "commits"), True),
-        ("XCom rows per generation", xcom_rows, True),
-        ("XCom bytes per generation", xcom_bytes, True),
-        ("rendered-field bytes per generation", rendered_bytes, True),
-        ("task_state_store rows", lambda r: r["contents"]["task_state_store"]["rows"], False),
-        ("asset events", lambda r: r["contents"]["asset_events"]["rows"], False),
-        ("trigger rows at once (peak seen)", lambda r: r["triggers_peak"], False),
-        ("trigger kwargs bytes (mean, at that peak)", lambda r: r["trigger_kwargs_bytes"], False),
-        (
-            "paid submissions (distinct inputs)",
-            lambda r: f"{r['submissions']:,} ({r['distinct_inputs']:,})",
-            False,
-        ),
-        ("duplicate payments", lambda r: r["duplicates"], False),
-        ("videos verified (manifest SHA-256 = file)", verified, False),
-    ]
-    summary_rows = []
-    for label, value, ratio in figures:
-        p, f = value(provider), value(floor)
-        summary_rows.append([label, p, f, _ratio(p, f) if ratio and isinstance(p, float | int) else "-"])
-    summary = common.table([f"N = {n:,}", "provider", "floor", "x floor"], summary_rows)
-    return f"{summary}\n\n{components}"
+        for variant in ALL
+    }
+    kinds = sorted({kind for figures in by.values() for each in figures for kind in each})
+    if not kinds:
+        return ""
+    shown = [variant for variant in ALL if any(by[variant])]
+    rows = []
+    for kind in kinds:
+        row: list[Any] = [kind]
+        for variant in shown:
+            found = [each[kind] for each in by[variant] if kind in each]
+            row += [
+                common.median([f["cpu_ms_mean"] for f in found]) if found else "-",
+                common.median([f["cpu_ms_before_parse_mean"] for f in found]) if found else "-",
+            ]
+        rows.append(row)
+    headers = [f"N = {n:,}: task process, CPU ms (diagnostic)"]
+    for variant in shown:
+        headers += [f"{variant}, mean", f"{variant}, before the DAG file's parse"]
+    return common.table(headers, rows)
 
 
 def _targets(runs: list[dict[str, Any]]) -> tuple[str, bool]:
-    sizes = sorted({run["n"] for run in runs if run["variant"] == "provider"})
-    compared = [n for n in sizes if {r["variant"] for r in runs if r["n"] == n} >= set(VARIANTS)]
+    def median(variant: str, n: int, figure: Callable[[dict[str, Any]], float]) -> float:
+        return float(_median_of([r for r in runs if r["variant"] == variant and r["n"] == n], figure))
+
+    compared = sorted(
+        {run["n"] for run in runs if run["variant"] == "provider"}
+        & {run["n"] for run in runs if run["variant"] == "floor"}
+    )
     checks = []
     if compared:
         n = compared[-1]
-        by = {run["variant"]: run for run in runs if run["n"] == n}
-        wall = by["provider"]["wall_seconds"] / by["floor"]["wall_seconds"]
-        cpu = _deployment_cpu(by["provider"]) / _deployment_cpu(by["floor"])
-        checks += [
-            (
-                f"N = {n:,}: wall time ≤ {RATIO_TARGET}x the floor",
-                f"{wall:.2f}x ({by['provider']['wall_seconds']:,.0f} s vs "
-                f"{by['floor']['wall_seconds']:,.0f} s)",
-                wall <= RATIO_TARGET,
-            ),
-            (
-                f"N = {n:,}: deployment CPU ≤ {RATIO_TARGET}x the floor",
-                f"{cpu:.2f}x ({_deployment_cpu(by['provider']):,.0f} s vs "
-                f"{_deployment_cpu(by['floor']):,.0f} s)",
-                cpu <= RATIO_TARGET,
-            ),
-        ]
-    providers = [run for run in runs if run["variant"] == "provider"]
-    duplicates = sum(run["duplicates"] for run in providers)
-    submissions = sum(run["submissions"] for run in providers)
+        for label, figure in (
+            ("wall time", lambda r: r["wall_seconds"]),
+            ("deployment CPU", _deployment_cpu),
+        ):
+            provider, floor = median("provider", n, figure), median("floor", n, figure)
+            rounds = [figure(r) / floor for r in runs if r["variant"] == "provider" and r["n"] == n]
+            each = f"; rounds {', '.join(f'{ratio:.2f}x' for ratio in rounds)}" if len(rounds) > 1 else ""
+            checks.append(
+                (
+                    f"N = {n:,}: {label} ≤ {RATIO_TARGET}x the floor",
+                    f"{provider / floor:.2f}x ({provider:,.0f} s vs {floor:,.0f} s{each})",
+                    provider / floor <= RATIO_TARGET,
+                )
+            )
+    paying = [run for run in runs if run["variant"] != "floor"]
+    duplicates = sum(run["duplicates"] for run in paying)
+    submissions = sum(run["submissions"] for run in paying)
     checks.append(
         ("no duplicate payment", f"{duplicates} ({submissions:,} paid submissions)", duplicates == 0)
     )
-    asked = sum(run["n"] for run in providers)
-    good = sum(run["verification"]["verified"] for run in providers)
+    asked = sum(run["n"] for run in paying)
+    good = sum(run["verification"]["verified"] for run in paying)
     checks.append(("every video verified", f"{good:,} of {asked:,}", good == asked))
     text = common.table(
         ["target", "measured", "verdict"], [[name, got, common.verdict(ok)] for name, got, ok in checks]
     )
     return text, all(ok for _, _, ok in checks)
-
-
-def _task_table(runs: list[dict[str, Any]], n: int) -> str:
-    """Diagnostic (``--task-stats``): mean CPU of each kind of task process, provider and floor."""
-    by = {run["variant"]: run.get("task_processes") or {} for run in runs if run["n"] == n}
-    kinds = sorted({kind for figures in by.values() for kind in figures})
-    if not kinds:
-        return ""
-    rows = []
-    for kind in kinds:
-        row: list[Any] = [kind]
-        for variant in VARIANTS[::-1]:
-            figures = by.get(variant, {}).get(kind)
-            row += (
-                [figures["processes"], figures["cpu_ms_mean"], figures["cpu_ms_before_parse_mean"]]
-                if figures
-                else ["-", "-", "-"]
-            )
-        rows.append(row)
-    headers = [f"N = {n:,}: task process (diagnostic)"]
-    for variant in VARIANTS[::-1]:
-        headers += [f"{variant} processes", f"{variant} CPU ms (mean)", f"{variant} before the parse"]
-    return common.table(headers, rows)
 
 
 def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, bool]:
@@ -724,18 +765,28 @@ def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, 
     targets, passed = _targets(runs)
     command = (
         "make bench-pipeline"
-        if args.sizes == [100, 500]
-        else ("python benchmarks/pipeline.py --sizes " + " ".join(map(str, args.sizes)))
+        if args.sizes == DEFAULT_SIZES and args.rounds == 1
+        else f"python benchmarks/pipeline.py --sizes {' '.join(map(str, args.sizes))} --rounds {args.rounds}"
     )
+    deployments = "one deployment per N" if args.shared_deployment else "a fresh deployment per run"
     settings = (
-        f"One DAG run of N rows per variant, each on a fresh deployment (PostgreSQL, Redis, Celery with two "
-        f"workers of 4 slots, two triggerers; parallelism 16); generations of {args.seconds:g} s, outputs "
-        f"of {args.output_bytes / 10**6:g} MB; the `dreamina` pool holds every row (deferred tasks "
-        f"count). CPU sampled every {args.sample_interval:g} s over each component's process tree, "
-        f"exited children included; the deployment total leaves out the emulator. Rerun: `{command}`. "
+        f"One DAG run of N rows per variant and round ({deployments}: PostgreSQL, Redis, Celery with "
+        f"two workers of 4 slots, two triggerers; parallelism 16); rounds interleaved (floor, provider, "
+        f"provider, floor, ...). Generations of {args.seconds:g} s, outputs of "
+        f"{args.output_bytes / 10**6:g} MB; the `dreamina` pool holds every row (deferred tasks "
+        f"count). CPU: every component's process tree, exited children included, sampled every "
+        f"{args.sample_interval:g} s; the deployment total leaves out the emulator. Rerun: `{command}`. "
         f"Measured {common.stamp()} on {common.machine_line()}."
     )
     return f"{settings}\n\n{tables}\n\n{targets}", passed
+
+
+def _order(variants: list[str], rounds: int) -> list[tuple[str, int]]:
+    """(variant, round) in the order to run them: rounds alternate direction (A B, B A, ...)."""
+    order = []
+    for number in range(1, rounds + 1):
+        order += [(variant, number) for variant in (variants if number % 2 else variants[::-1])]
+    return order
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -743,8 +794,9 @@ def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500], help="rows per run")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES, help="rows per run")
+    parser.add_argument("--variants", nargs="+", choices=ALL, default=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each variant per N, interleaved")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long each generation takes")
     parser.add_argument("--output-bytes", type=int, default=DEFAULT_OUTPUT_BYTES)
     parser.add_argument("--pool-slots", type=int, help="slots of the dreamina pool (default: N)")
@@ -779,7 +831,7 @@ def main() -> None:
     sys.path.insert(0, str(common.ROOT))
     from airflow_provider_dreamina.emulator import run_emulator
 
-    variants = [variant for variant in VARIANTS if variant in args.variants]
+    variants = [variant for variant in ALL if variant in args.variants]
     # A wheel installs the provider with its bytecode, as Airflow's own modules are here; a checkout
     # run with PYTHONDONTWRITEBYTECODE would compile the provider's modules in every task process.
     compileall.compile_dir(common.ROOT / "airflow_provider_dreamina", quiet=1)
@@ -790,12 +842,13 @@ def main() -> None:
     try:
         with run_emulator(token=token, **options) as emulator:
             for n in args.sizes:
-                groups = [variants] if args.shared_deployment else [[variant] for variant in variants]
+                order = _order(variants, args.rounds)
+                groups = [order] if args.shared_deployment else [[each] for each in order]
                 for group in groups:
-                    home = homes / f"{'-'.join(group)}-{n}"
-                    with _deployment(group, emulator, home, args) as deployment:
-                        for variant in group:
-                            run = _run(deployment, emulator, variant, n, args)
+                    home = homes / f"{group[0][0]}-{n}-{group[0][1]}"
+                    with _deployment(sorted({v for v, _ in group}), emulator, home, args) as deployment:
+                        for variant, number in group:
+                            run = {**_run(deployment, emulator, variant, n, args), "round": number}
                             runs.append(run)
                             common.log(_run_line(run))
                     if args.keep_home:

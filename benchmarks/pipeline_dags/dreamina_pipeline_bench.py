@@ -12,13 +12,16 @@ announces it on the ``dreamina_videos`` asset, then ``publish`` lists every stor
   the same number of seconds, resumes on a worker as the provider's does and returns an id;
   ``download`` takes that id (``generate.output``) and writes as many bytes as the provider's
   video has.
+* ``dreamina_pipeline_lean`` (variant ``provider-lean``, diagnostic): the provider's DAG with its
+  operators' extra links and the download's hook-level lineage switched off, to measure what
+  those two cost.
 
-Which DAGs this file defines comes from ``DREAMINA_PIPELINE_VARIANTS`` (``provider``, ``floor``, or
-both, comma-separated), so that a deployment measuring one variant never imports the other's
-modules: every task process parses this file too.
+Which DAGs this file defines comes from ``DREAMINA_PIPELINE_VARIANTS`` (``provider``, ``floor``,
+``provider-lean``, comma-separated), so that a deployment measuring one variant never imports
+another's modules: every task process parses this file too.
 
-Diagnostics (``benchmarks/pipeline.py --task-stats``): with ``DREAMINA_PIPELINE_TASK_STATS`` set to a
-directory, each task process, which parses this file first, writes there at exit its task, its
+Diagnostics (``benchmarks/pipeline.py --task-stats``): with ``DREAMINA_PIPELINE_TASK_STATS`` set to
+a directory, each task process, which parses this file first, writes there at exit its task, its
 CPU seconds since it was forked and those spent before this file was parsed; with
 ``DREAMINA_PIPELINE_PROFILE`` also set, a cProfile of everything after the parse began.
 """
@@ -120,39 +123,62 @@ def _dag(dag_id: str, description: str) -> DAG:
     )
 
 
-if "provider" in VARIANTS:
+if {"provider", "provider-lean"} & set(VARIANTS):
     from airflow_provider_dreamina.operators.dreamina import (
         DreaminaDownloadOperator,
         DreaminaImageToVideoOperator,
     )
 
-    @task_group(group_id="video")
-    def provider_row(prompt: str, seed: int) -> Any:
-        """One row: a generation waited for in the triggerer, then its verified download."""
-        generate = DreaminaImageToVideoOperator(
-            task_id="generate",
-            prompt=prompt,
-            image_url="{{ params.image }}",
-            seed=seed,
-            pool="dreamina",
-            wait_for_completion=True,
-            deferrable=True,
-            poll_interval=10,
-            timeout=60 * 60,
-            **RETRIES,
-        )
-        download = DreaminaDownloadOperator(
-            task_id="download",
-            request_id=generate.output["request_id"],
-            generation_input=generate.output,
-            destination=DESTINATION,
-            outlets=[VIDEOS],
-            **RETRIES,
-        )
-        return download.output
+    def provider_row(generate_class: type[Any], download_class: type[Any]) -> Any:
+        @task_group(group_id="video")
+        def row(prompt: str, seed: int) -> Any:
+            """One row: a generation waited for in the triggerer, then its verified download."""
+            generate = generate_class(
+                task_id="generate",
+                prompt=prompt,
+                image_url="{{ params.image }}",
+                seed=seed,
+                pool="dreamina",
+                wait_for_completion=True,
+                deferrable=True,
+                poll_interval=10,
+                timeout=60 * 60,
+                **RETRIES,
+            )
+            download = download_class(
+                task_id="download",
+                request_id=generate.output["request_id"],
+                generation_input=generate.output,
+                destination=DESTINATION,
+                outlets=[VIDEOS],
+                **RETRIES,
+            )
+            return download.output
 
-    with _dag("dreamina_pipeline_bench", "Pipeline benchmark: the provider"):
-        publish(provider_row.expand_kwargs(rows()))
+        return row
+
+    if "provider" in VARIANTS:
+        with _dag("dreamina_pipeline_bench", "Pipeline benchmark: the provider"):
+            row = provider_row(DreaminaImageToVideoOperator, DreaminaDownloadOperator)
+            publish(row.expand_kwargs(rows()))
+
+    if "provider-lean" in VARIANTS:
+        # Diagnostic: what two proposed changes would save. No extra links (each is an XCom read and
+        # an XCom write through the Execution API when a task defers or ends), and no hook-level
+        # lineage on downloads (it loads every provider's asset factories in each task process).
+        assert hasattr(DreaminaDownloadOperator, "_report_lineage"), "the method this variant skips moved"
+
+        class LeanGenerate(DreaminaImageToVideoOperator):
+            operator_extra_links = ()
+
+        class LeanDownload(DreaminaDownloadOperator):
+            operator_extra_links = ()
+
+            def _report_lineage(self, stored: Any) -> None:
+                return None
+
+        with _dag("dreamina_pipeline_lean", "Pipeline benchmark: the provider without links and lineage"):
+            publish(provider_row(LeanGenerate, LeanDownload).expand_kwargs(rows()))
 
 
 if "floor" in VARIANTS:
