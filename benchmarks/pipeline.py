@@ -54,6 +54,7 @@ import compileall
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -64,6 +65,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +303,41 @@ def _run_contents(postgres: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     }
 
 
+# -- the API server's requests ------------------------------------------------------------------
+
+_ACCESS = re.compile(r"^(\S+) .*request finished.* method=(\w+) path=(\S+)")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _api_calls(log: Path, start: float, end: float) -> dict[str, int]:
+    """Requests the API server finished between ``start`` and ``end`` (epoch), by method and route.
+
+    Task processes reach the metadata database only through the Execution API (their supervisor
+    relays each XCom, task-state and connection call), so this counts what each task asks for.
+    """
+    calls: dict[str, int] = {}
+    if not log.exists():
+        return calls
+    for line in log.read_text(errors="replace").splitlines():
+        found = _ACCESS.match(line)
+        if not found:
+            continue
+        try:
+            at = datetime.fromisoformat(found.group(1).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        if not start <= at <= end:
+            continue
+        path = _UUID.sub("{id}", found.group(3))
+        if path.startswith("/execution/xcoms/"):
+            parts = path.split("/")
+            # /execution/xcoms/<dag>/<run>/<task>/<key>[/slice]
+            path = "/execution/xcoms/" + "/".join(parts[5:])
+        route = f"{found.group(2)} {path}"
+        calls[route] = calls.get(route, 0) + 1
+    return calls
+
+
 # -- diagnostics: what each kind of task process costs -----------------------------------------
 
 
@@ -520,6 +557,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
         contents = _run_contents(postgres, dag_id, run_id)
         verification = _verify(output_dir, variant, args.output_bytes)
         task_processes = _task_processes(deployment.home / "task-stats", dag_id)
+        api_calls = _api_calls(deployment.process_logs_dir / "api-server.log", triggered, finished)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     jobs = emulator.requests()
@@ -554,6 +592,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
         "duplicates": sum(count - 1 for count in inputs.values()),
         "emulator_calls": emulator.counters()["calls"],
         "task_processes": task_processes,
+        "api_calls": api_calls,
         "sampler_cpu_seconds": sampler.sample_cpu,
         "series": [(round(at - triggered, 1), cpu) for at, cpu in sampler.series if at >= triggered],
     }
@@ -616,6 +655,11 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], Any], bool]] = [
     ("DB rows written per generation (net of idle)", lambda r: _per_generation(r, "rows"), True),
     ("DB commits per generation (net of idle)", lambda r: _per_generation(r, "commits"), True),
     ("DB statements per generation (net of idle)", lambda r: _per_generation(r, "statements"), True),
+    (
+        "Execution API calls per generation",
+        lambda r: sum(v for k, v in r["api_calls"].items() if " /execution/" in k) / r["n"],
+        True,
+    ),
     ("XCom rows per generation", lambda r: _xcom(r, "rows"), True),
     ("XCom bytes per generation", lambda r: _xcom(r, "bytes"), True),
     (
