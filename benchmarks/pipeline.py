@@ -10,13 +10,17 @@ and triggers one run of N rows:
   the emulator's generations take ``--seconds`` each, with no queue and no limit on how many run
   at once (its jobs are timestamps), so RunComfy is never the bottleneck; outputs are synthetic
   MP4s of ``--output-bytes`` (no render on this machine's cores);
-* ``floor``: the same DAG shape where ``generate`` defers to Airflow's own ``DateTimeTrigger`` for
-  the same seconds and resumes on a worker, and ``download`` is a plain task that writes the same
-  number of bytes and announces the same asset.
+* ``floor``: the same DAG shape built from Airflow's own parts: ``generate`` takes the row's
+  prompt and seed, defers to Airflow's ``DateTimeTrigger`` for the same seconds, resumes on a
+  worker and returns an id; ``download`` takes that id and writes the same number of bytes, and
+  announces the same asset;
+* ``provider-lean`` (diagnostic, ``--variants``): the provider's DAG with the operators' extra
+  links and the download's hook-level lineage switched off, to measure what those two cost.
 
-Both end with one ``publish``. The ``dreamina`` pool has N slots (deferred tasks count), so it
+Each ends with one ``publish``. The ``dreamina`` pool has N slots (deferred tasks count), so it
 holds every row at once; the deployment's own limits (parallelism 16, two workers of 4 slots)
-are the same for both.
+are the same for every variant. With ``--rounds``, the variants run that many times each,
+interleaved (A B, B A, ...), and the tables give medians.
 
 Measured per run, from the trigger to the last publish:
 
@@ -27,13 +31,20 @@ Measured per run, from the trigger to the last publish:
   reported but left out of the deployment's total (it stands for RunComfy);
 * peak RSS of each component: the highest sum over its process tree among the samples;
 * rows written to the metadata database per generation: ``pg_stat_database`` inserts, updates and
-  deletes (and per table, ``pg_stat_user_tables``) over the run, less the rate the idle deployment
-  writes (measured just before the trigger), read once the server has flushed its counters;
-  statements executed (``pg_stat_statements``) and commits the same way;
+  deletes (and per table, ``pg_stat_user_tables``) over the run, the deployment's own background
+  (heartbeats) included, read once the server has flushed its counters; statements executed
+  (``pg_stat_statements``) and commits the same way;
 * XCom rows and bytes, asset events, trigger rows and their kwargs' size, ``task_state_store``
   rows, rendered-field bytes, per generation;
+* Execution API calls per generation, by route (the API server's access log): task processes
+  reach the database only through it;
 * paid submissions and duplicate payments (the emulator's own records), and videos verified (each
-  manifest's SHA-256 and size against its file).
+  manifest's SHA-256 and size against its file);
+* how busy the rest of the machine was (``/proc/stat`` less every measured process), since it is
+  shared.
+
+Diagnostics: ``--task-stats`` has each task process record its own CPU seconds (per kind of task
+process in the tables), ``--profile-tasks`` a cProfile of each too; ``--keep-home`` keeps logs.
 
 The provider's modules and the DAG file are compiled to bytecode before the run, as a wheel
 install has them and as Airflow's own modules are (a checkout run with ``PYTHONDONTWRITEBYTECODE``
@@ -65,7 +76,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -570,6 +581,7 @@ def _run(deployment: Any, emulator: Any, variant: str, n: int, args: argparse.Na
     return {
         "variant": variant,
         "n": n,
+        "measured_at": common.stamp(),
         "run_id": run_id,
         "run_state": progress.run_state,
         "published": progress.publish_end is not None,
@@ -621,13 +633,6 @@ def _deployment_cpu_net(run: dict[str, Any]) -> float:
     return _deployment_cpu(run) - rate * run["wall_seconds"]
 
 
-def _per_generation(run: dict[str, Any], key: str) -> float:
-    """A database counter per generation, less what the idle deployment adds in as long."""
-    idle = run["idle"]["db"]
-    rate = idle[key] / idle["seconds"] if idle["seconds"] else 0.0
-    return float(run["db"][key] - rate * run["db"]["seconds"]) / run["n"]
-
-
 def _ratio(value: Any, floor: Any) -> str:
     if not isinstance(value, int | float) or not isinstance(floor, int | float) or not floor:
         return "-"
@@ -647,27 +652,39 @@ def _xcom(run: dict[str, Any], what: str) -> float:
 
 
 #: (label, figure, compared with the floor) of the summary table.
+def _table_writes(run: dict[str, Any], table: str) -> float:
+    """Rows inserted, updated or deleted in one table per generation (``pg_stat_user_tables``)."""
+    return sum(run["db"]["tables"].get(table, {}).values()) / run["n"]
+
+
+def _api_calls_per_generation(run: dict[str, Any]) -> float | str:
+    calls = run.get("api_calls")
+    if calls is None:  # a run recorded before the benchmark counted them
+        return "-"
+    return sum(count for route, count in calls.items() if " /execution/" in route) / run["n"]
+
+
 FIGURES: list[tuple[str, Callable[[dict[str, Any]], Any], bool]] = [
     ("wall time s, trigger to last publish", lambda r: r["wall_seconds"], True),
     ("deployment CPU s", _deployment_cpu, True),
     ("deployment CPU s, less its idle rate over the run", _deployment_cpu_net, True),
     ("deployment CPU ms per generation", lambda r: 1000 * _deployment_cpu(r) / r["n"], True),
-    ("DB rows written per generation (net of idle)", lambda r: _per_generation(r, "rows"), True),
-    ("DB commits per generation (net of idle)", lambda r: _per_generation(r, "commits"), True),
-    ("DB statements per generation (net of idle)", lambda r: _per_generation(r, "statements"), True),
-    (
-        "Execution API calls per generation",
-        lambda r: sum(v for k, v in r["api_calls"].items() if " /execution/" in k) / r["n"],
-        True,
-    ),
-    ("XCom rows per generation", lambda r: _xcom(r, "rows"), True),
-    ("XCom bytes per generation", lambda r: _xcom(r, "bytes"), True),
+    ("Execution API calls per generation", _api_calls_per_generation, True),
+    # Over the whole run, the deployment's own background (heartbeats) included.
+    ("DB rows written per generation (all tables)", lambda r: r["db"]["rows"] / r["n"], True),
+    ("of which `xcom`", lambda r: _table_writes(r, "xcom"), True),
+    ("of which `task_state_store`", lambda r: _table_writes(r, "task_state_store"), False),
+    ("of which `task_instance`", lambda r: _table_writes(r, "task_instance"), True),
+    ("of which `job` (heartbeats)", lambda r: _table_writes(r, "job"), True),
+    ("DB commits per generation", lambda r: r["db"]["commits"] / r["n"], True),
+    ("DB statements per generation", lambda r: r["db"]["statements"] / r["n"], True),
+    ("XCom rows kept per generation", lambda r: _xcom(r, "rows"), True),
+    ("XCom bytes kept per generation", lambda r: _xcom(r, "bytes"), True),
     (
         "rendered-field bytes per generation",
         lambda r: sum(item["bytes"] for item in r["contents"]["rendered_fields"].values()) / r["n"],
         True,
     ),
-    ("task_state_store rows", lambda r: r["contents"]["task_state_store"]["rows"], False),
     ("asset events", lambda r: r["contents"]["asset_events"]["rows"], False),
     ("trigger rows at once (peak seen)", lambda r: r["triggers_peak"], False),
     ("trigger kwargs bytes (mean, at that peak)", lambda r: r["trigger_kwargs_bytes"], False),
@@ -813,6 +830,8 @@ def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, 
         else f"python benchmarks/pipeline.py --sizes {' '.join(map(str, args.sizes))} --rounds {args.rounds}"
     )
     deployments = "one deployment per N" if args.shared_deployment else "a fresh deployment per run"
+    stamps = sorted({run.get("measured_at") or common.stamp() for run in runs})
+    measured = stamps[0] if len(stamps) == 1 else f"{stamps[0]} to {stamps[-1]}"
     settings = (
         f"One DAG run of N rows per variant and round ({deployments}: PostgreSQL, Redis, Celery with "
         f"two workers of 4 slots, two triggerers; parallelism 16); rounds interleaved (floor, provider, "
@@ -820,7 +839,7 @@ def _report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, 
         f"{args.output_bytes / 10**6:g} MB; the `dreamina` pool holds every row (deferred tasks "
         f"count). CPU: every component's process tree, exited children included, sampled every "
         f"{args.sample_interval:g} s; the deployment total leaves out the emulator. Rerun: `{command}`. "
-        f"Measured {common.stamp()} on {common.machine_line()}."
+        f"Measured {measured} on {common.machine_line()}."
     )
     return f"{settings}\n\n{tables}\n\n{targets}", passed
 
@@ -844,7 +863,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long each generation takes")
     parser.add_argument("--output-bytes", type=int, default=DEFAULT_OUTPUT_BYTES)
     parser.add_argument("--pool-slots", type=int, help="slots of the dreamina pool (default: N)")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after start-up")
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds to wait after start-up")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds the idle deployment is measured")
     parser.add_argument("--sample-interval", type=float, default=2.0)
     parser.add_argument("--poll", type=float, default=3.0, help="seconds between progress queries")
@@ -862,6 +881,12 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="run nothing: report the runs --json wrote (of earlier invocations, say one per N)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="2 rows of 3 s, both variants, one deployment; writes nothing"
     )
     args = parser.parse_args()
@@ -875,6 +900,16 @@ def main() -> None:
     sys.path.insert(0, str(common.ROOT))
     from airflow_provider_dreamina.emulator import run_emulator
 
+    if args.from_json:
+        runs = []
+        for path in args.from_json:
+            written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime(
+                "%Y-%m-%d %H:%M UTC"
+            )
+            runs += [{"measured_at": written, **run} for run in json.loads(path.read_text())]
+        args.sizes = sorted({run["n"] for run in runs})
+        _finish(runs, args)
+        return
     variants = [variant for variant in ALL if variant in args.variants]
     # A wheel installs the provider with its bytecode, as Airflow's own modules are here; a checkout
     # run with PYTHONDONTWRITEBYTECODE would compile the provider's modules in every task process.
@@ -900,6 +935,11 @@ def main() -> None:
                     shutil.rmtree(home, ignore_errors=True)
     finally:
         shutil.rmtree(homes, ignore_errors=True)
+    _finish(runs, args)
+
+
+def _finish(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print the report, write it (unless told not to) and the JSON; fail when a run did not publish."""
     text, passed = _report(runs, args)
     print("## Pipeline at scale\n\n" + text + "\n")
     if args.json:
