@@ -34,6 +34,8 @@ help:
 	@echo "make dist      the wheel and the sdist in dist/, checked by twine"
 	@echo "make check-dist  the built wheel in a clean virtualenv: provider, gallery, example DAGs"
 	@echo "make bench     benchmarks; figures go into BENCHMARKS.md"
+	@echo "make bench-smoke   every benchmark (the pipeline's too) at a tiny size: does each still run?"
+	@echo "make bench-pipeline  100 and 500 generations on the distributed deployment against Airflow's floor"
 	@echo "make docs      the documentation site, warnings as errors, into docs/_build/html"
 
 $(BIN)/python:
@@ -154,7 +156,18 @@ docs: $(VENV)/.installed-docs
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
-.PHONY: bench-trigger bench-download bench-parse bench-soak bench-video
+.PHONY: bench-trigger bench-download bench-parse bench-soak bench-video bench-smoke bench-pipeline
+
+# Every benchmark script, the pipeline's included, at its tiny --smoke size (about 3 minutes on 2
+# cores); writes nothing. CI runs it so that a merge cannot break a benchmark silently.
+bench-smoke: $(VENV)/.installed-distributed
+	$(BIN)/python benchmarks/run_all.py --smoke
+
+# N = 100 and 500 generations through the content pipeline's shape on PostgreSQL, Redis, Celery and
+# two triggerers, against the same DAG shape built from Airflow's own deferrable wait (about an
+# hour on 2 cores; outside `make bench` and its budget). Writes "Pipeline at scale" in BENCHMARKS.md.
+bench-pipeline: $(VENV)/.installed-distributed
+	$(BIN)/python benchmarks/pipeline.py
 
 bench-trigger: install
 	$(BIN)/python benchmarks/trigger_scale.py

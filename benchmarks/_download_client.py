@@ -75,6 +75,13 @@ def _loop(url: str, target: Path, *, verified: bool, threaded: bool = False) -> 
     return digest.hexdigest() if digest is not None else None
 
 
+class _TaskInstance:
+    """What the operator asks of its task instance: somewhere to push the output URL."""
+
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
+
+
 class _Operator:
     """Runs ``DreaminaDownloadOperator.execute`` with the check on or off and reads of either size."""
 
@@ -176,10 +183,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-class _TaskInstance:
-    """What the operator asks of its task instance: somewhere to push the output URL."""
-
-    def xcom_push(self, key: str, value: object) -> None:
-        pass

@@ -24,6 +24,7 @@ while each method ran (the machine may be shared).
 
     python benchmarks/download.py                       # 100 MB (11 rounds) and 1 GiB (3 rounds)
     python benchmarks/download.py --sizes 104857600 --rounds 9 --no-write
+    python benchmarks/download.py --smoke               # one round of a 4 MB output; writes nothing
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ CHECK_OVERHEAD_SIZE = 100 * 10**6
 CHECK_EXTRA_PAIRS = 21
 #: Runs that time the check from inside (``operator_probe``), kept out of the table's rows.
 CHECK_PROBES = 5
+#: ``--smoke``: one round at this size checks that every method still runs.
+SMOKE_BYTES = 4 * 10**6
 
 METHODS = {
     "curl": "`curl -o`",
@@ -298,7 +301,7 @@ def _measure(setup: _Setup, size: int, rounds: int, methods: list[str]) -> dict[
     }
 
 
-def _fixed_costs(setup: _Setup) -> dict[str, Any]:
+def _fixed_costs(setup: _Setup, rounds: int = FIXED_COST_ROUNDS) -> dict[str, Any]:
     """Milliseconds the operator and the verified loop take for a small output, and one SSL context."""
     import httpx
 
@@ -307,7 +310,7 @@ def _fixed_costs(setup: _Setup) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {method: [] for method in methods}
     cpu: dict[str, list[float]] = {method: [] for method in methods}
     with _client(setup, request_id, url, methods) as client:
-        for attempt in range(FIXED_COST_ROUNDS):
+        for attempt in range(rounds):
             for method in methods if attempt % 2 else methods[::-1]:
                 target = setup.workdir / f"fixed-{method}-{attempt}"
                 answer = client.run(
@@ -320,13 +323,13 @@ def _fixed_costs(setup: _Setup) -> dict[str, Any]:
                 else:
                     target.unlink()
     ssl_cpu = []
-    for _ in range(FIXED_COST_ROUNDS):
+    for _ in range(rounds):
         started = time.process_time()
         httpx.create_ssl_context()
         ssl_cpu.append(time.process_time() - started)
     return {
         "bytes": FIXED_COST_BYTES,
-        "rounds": FIXED_COST_ROUNDS,
+        "rounds": rounds,
         "ms": {method: common.median(values) * 1000 for method, values in seconds.items()},
         "cpu_ms": {method: common.median(values) * 1000 for method, values in cpu.items()},
         "ssl_context_cpu_ms": common.median(ssl_cpu) * 1000,
@@ -493,6 +496,7 @@ def _report(
 
 
 def main() -> None:
+    global CHECK_OVERHEAD_SIZE, CHECK_EXTRA_PAIRS, CHECK_PROBES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES, help="output sizes in bytes")
     parser.add_argument(
@@ -500,7 +504,14 @@ def main() -> None:
     )
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one round of a small output, every method; writes nothing"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.rounds, args.no_write = [SMOKE_BYTES], 1, True
+        # The check's extra pairs and probes run at the smoke size too, once each.
+        CHECK_OVERHEAD_SIZE, CHECK_EXTRA_PAIRS, CHECK_PROBES = SMOKE_BYTES, 1, 1
     if shutil.which("curl") is None and "curl" in args.methods:
         sys.exit("curl is not installed: apt-get install -y curl")
 
@@ -520,7 +531,7 @@ def main() -> None:
             os.environ["AIRFLOW_CONN_DREAMINA_DEFAULT"] = env["AIRFLOW_CONN_DREAMINA_DEFAULT"]
             setup = _Setup(emulator, env, workdir, cores[1] if cores else None)
             common.log("download: fixed costs, from a small output")
-            fixed = _fixed_costs(setup)
+            fixed = _fixed_costs(setup, 1 if args.smoke else FIXED_COST_ROUNDS)
             for size in args.sizes:
                 rounds = args.rounds or (11 if size <= 256 * 10**6 else 3)
                 results.append(_measure(setup, size, rounds, list(args.methods)))

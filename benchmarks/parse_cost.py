@@ -18,6 +18,7 @@ spreads over all of them; medians are reported. A ``python -X importtime`` run t
 the provider's import time goes.
 
     python benchmarks/parse_cost.py [--runs 11] [--no-write]
+    python benchmarks/parse_cost.py --smoke     # one interpreter per kind; writes nothing
 """
 
 from __future__ import annotations
@@ -151,7 +152,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="fresh interpreters per kind")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="one interpreter per kind; writes nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.no_write = 1, True
 
     kinds = [
         "provider modules",

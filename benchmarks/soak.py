@@ -19,6 +19,7 @@ and the token searched in every log file, in every XCom row and in the metadata 
 (Fernet off, so trigger kwargs and connection-like values would be readable).
 
     python benchmarks/soak.py [--count 100] [--no-write]
+    python benchmarks/soak.py --smoke       # 3 generations, no second soak; writes nothing
 """
 
 from __future__ import annotations
@@ -402,7 +403,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--keep-home", type=Path, help="keep Airflow's home (logs, database) here")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="3 generations, no second soak; writes nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.count, args.unsafe_count, args.timeout, args.no_write = 3, 0, 180.0, True
     # The harness lives in the test suite: importable from the repository root.
     sys.path.insert(0, str(common.ROOT))
     figures = run_soak(args.count, fault_rate=args.fault_rate, timeout=args.timeout, keep_home=args.keep_home)

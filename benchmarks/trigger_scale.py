@@ -28,6 +28,7 @@ to the event, wall clock; and the emulator's own CPU load, to show it was not th
 
     python benchmarks/trigger_scale.py                # N = 100, 1000 (poll 2 s) and 3000 (poll 9 s)
     python benchmarks/trigger_scale.py --sizes 100 --variants provider bare --no-write
+    python benchmarks/trigger_scale.py --smoke        # every variant at N = 20, jobs of 1-3 s; writes nothing
 """
 
 from __future__ import annotations
@@ -542,6 +543,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--keep-logs", action="store_true", help="keep each child's log and events")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every variant at N = 20, jobs of 1-3 s; writes nothing"
+    )
     # Child mode (internal).
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -557,6 +561,9 @@ def main() -> None:
         result = asyncio.run(_run_child(args))
         Path(args.output).write_text(json.dumps(result))
         return
+    if args.smoke:
+        args.sizes, args.polls, args.durations, args.no_write = [20], [1.0], [1.0, 3.0], True
+        args.gated_min_n, args.repeat_sizes, args.cap_baseline = 0, [], 20.0
 
     from airflow_provider_dreamina.emulator import run_emulator
 

@@ -15,19 +15,22 @@ Usage::
 
 API beyond the e2e harness's ``Airflow``
 ----------------------------------------
-``run_deployment(dags_folders, *, env=None, home=None, startup_timeout=240)``
+``run_deployment(dags_folders, *, env=None, home=None, startup_timeout=240, postgres_settings=None)``
     Context manager: PostgreSQL and Redis (``tests/distributed/services.py``), ``airflow db
     migrate``, then the API server, the scheduler, the DAG processor, Celery workers ``worker-a``
     and ``worker-b`` and triggerers ``triggerer-a`` and ``triggerer-b``; yields when the API
     answers, the scheduler and DAG processor are healthy, both workers said ready and both
     triggerers heartbeat. On exit, even when the block raised, it stops every Airflow process
     (also task processes that left their group, by the e2e marker sweep), then Redis and PostgreSQL.
+    ``postgres_settings`` adds server settings (``benchmarks/pipeline.py`` loads
+    ``pg_stat_statements`` this way).
 ``Deployment.postgres`` / ``.redis``: the servers (``postgres.query(sql)``, ``postgres.dump()``).
 ``Deployment.triggerer_job_ids``: component name -> id of its current ``TriggererJob`` row;
     ``scheduler_job_ids`` the same for schedulers started by ``start_component``.
 ``Deployment.triggerer_running(trigger_id) -> str | None``: the triggerer component that the
     database says runs a trigger (``trigger.triggerer_id``).
-``Deployment.component_of(pid) -> str | None``: the component whose process tree holds ``pid``.
+``Deployment.component_of(pid) -> str | None``: the component whose process tree holds ``pid``;
+    ``component_pids()``: component name -> id of its first process (for CPU and memory sampling).
 ``Deployment.crash(component)``: SIGKILL the component's whole process tree (what a lost machine
     or an OOM kill does; nothing runs its shutdown code) and leave it down;
     ``start_component(component)`` brings it back (for a triggerer, once its new job row exists; for
@@ -239,6 +242,10 @@ class Deployment(Airflow):
             pending.extend(children.get(pid, []))
         return tree
 
+    def component_pids(self) -> dict[str, int]:
+        """Process id of each running component's first process; its process tree holds the rest."""
+        return {name: process.pid for name, process in self._processes.items() if process.poll() is None}
+
     def component_of(self, pid: int) -> str | None:
         for name, process in list(self._processes.items()):
             if process.poll() is None and pid in self._process_tree(process.pid):
@@ -388,6 +395,7 @@ def run_deployment(
     env: Mapping[str, str] | None = None,
     home: str | os.PathLike[str] | None = None,
     startup_timeout: float = 240.0,
+    postgres_settings: Mapping[str, str] | None = None,
 ) -> Iterator[Deployment]:
     """Run the deployment for the duration of the block; see the module docstring."""
     temporary = home is None
@@ -400,7 +408,9 @@ def run_deployment(
         with ExitStack() as stack:
             # The servers carry a marker of their own: Airflow's sweep must not SIGKILL the database
             # under components that are still shutting down.
-            postgres = stack.enter_context(run_postgres(process_logs, f"{marker}-services"))
+            postgres = stack.enter_context(
+                run_postgres(process_logs, f"{marker}-services", postgres_settings)
+            )
             redis = stack.enter_context(run_redis(process_logs, f"{marker}-services"))
             settings = {**deployment_environment(root, marker, postgres, redis), **(env or {})}
             deployment = Deployment(root, settings, postgres, redis)

@@ -26,7 +26,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -193,8 +193,12 @@ class Postgres:
 
 
 @contextmanager
-def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
-    """A fresh PostgreSQL cluster for the duration of the block; its data is removed afterwards."""
+def run_postgres(log_dir: Path, marker: str, settings: Mapping[str, str] | None = None) -> Iterator[Postgres]:
+    """A fresh PostgreSQL cluster for the duration of the block; its data is removed afterwards.
+
+    :param settings: server settings added to (or replacing) the defaults below, such as
+        ``{"shared_preload_libraries": "pg_stat_statements"}`` for a benchmark that counts queries.
+    """
     root = Path(tempfile.mkdtemp(prefix="dreamina-pg-"))
     process: subprocess.Popen[bytes] | None = None
     server: Postgres | None = None
@@ -213,7 +217,7 @@ def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
         if init.returncode != 0:
             raise ServiceError(f"initdb failed:\n{init.stdout.decode()}\n{init.stderr.decode()}")
         port = free_port()
-        settings = {
+        server_settings = {
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(root),
             # Throwaway data: durability costs time and buys nothing here.
@@ -221,8 +225,9 @@ def run_postgres(log_dir: Path, marker: str) -> Iterator[Postgres]:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "max_connections": "300",
+            **(settings or {}),
         }
-        options = [item for name, value in settings.items() for item in ("-c", f"{name}={value}")]
+        options = [item for name, value in server_settings.items() for item in ("-c", f"{name}={value}")]
         command = [*prefix, str(binaries / "postgres"), "-D", str(data), "-p", str(port), *options]
         process = _start(command, log, marker)
         _wait_for_port(port, process, log, "PostgreSQL")
