@@ -287,8 +287,18 @@ class Airflow:
     # -- REST API --------------------------------------------------------------------------
 
     def api(self, method: str, path: str, *, expect: Iterable[int] = (200,), **kwargs: Any) -> httpx.Response:
-        """Call the public REST API (``path`` below ``/api/v2``); raises on an unexpected status."""
-        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        """Call the public REST API (``path`` below ``/api/v2``); raises on an unexpected status.
+
+        SQLite takes one writer at a time: while the scheduler writes, the API server may answer
+        "Database error" (database is locked). A call that is safe to repeat (not a POST) is sent
+        again then, up to :data:`_LOCKED_TRIES` times.
+        """
+        for attempt in range(1, _LOCKED_TRIES + 1):
+            response = self._http.request(method, f"/api/v2{path}", **kwargs)
+            locked = response.status_code == 500 and "Database error" in response.text
+            if not locked or method.upper() == "POST" or attempt == _LOCKED_TRIES:
+                break
+            time.sleep(0.5 * attempt)
         if response.status_code not in tuple(expect):
             raise AirflowHarnessError(
                 f"{method} /api/v2{path} answered HTTP {response.status_code}: {response.text[:2000]}"
@@ -529,6 +539,10 @@ class Airflow:
 
     def log_files(self) -> list[Path]:
         return sorted(path for path in self.logs_dir.rglob("*") if path.is_file())
+
+
+#: How often a call that is safe to repeat is sent while SQLite answers "Database error".
+_LOCKED_TRIES = 6
 
 
 def _poll(
