@@ -99,7 +99,7 @@ $(VENV_32)/.installed: pyproject.toml constraints/airflow-$(AIRFLOW_32_VERSION).
 	touch $@
 
 test-3.2: $(VENV_32)/.installed
-	$(BIN_32)/pytest -m "not e2e and not distributed"
+	$(BIN_32)/pytest $(XDIST) -m "not e2e and not distributed"
 
 # The release artifacts: a wheel with the package only, and an sdist to rebuild and test from.
 dist: install
