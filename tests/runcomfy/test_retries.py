@@ -202,6 +202,8 @@ def _answering(status: int, body: dict[str, object]) -> DreaminaHook:
         (409, {"message": "conflict"}),
         (418, {}),
         (503, {"error_code": 500001}),
+        # A refusal's code on an answer that is neither a 2xx nor a 4xx proves nothing.
+        (303, {"error_code": 400002}),
     ],
 )
 def test_an_error_answer_that_is_not_a_refusal_makes_a_paid_submit_uncertain(
