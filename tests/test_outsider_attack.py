@@ -160,3 +160,28 @@ def test_the_operator_never_pushes_or_records_a_request_id_ending_in_a_newline(c
         operator(recorder).execute(make_context(store, ti))
     assert "request_id" not in ti.xcom
     assert parse_record(store.values[STATE_KEY]).request_id is None
+
+
+# 5. The example DAG records `"image_url": params.image` in the download's manifest. The submit
+#    strips a param's surrounding whitespace and sends " data:image/...;base64,..." inline, but
+#    `recorded_image` only recognises "data:" at position 0: the manifest then records the whole
+#    inline image, against "Inline data: images ... are never recorded".
+
+
+@pytest.mark.parametrize("padding", [" ", "\n", "\t"])
+def test_an_inline_image_with_leading_whitespace_is_never_recorded(padding: str) -> None:
+    from airflow_provider_dreamina.operators.download import DreaminaDownloadOperator
+
+    image = padding + data_uri(640, 480)
+    # The submit accepts the param as the example DAG passes it (stripped, sent inline) ...
+    assert ImageToVideoInput(prompt="p", image_urls=[image]).image_source == image.strip()
+    # ... and the download records it as the example DAG renders it.
+    download = DreaminaDownloadOperator(
+        task_id="download",
+        request_id="r1",
+        destination="/tmp/unused",
+        generation_input=json.dumps({"prompt": "p", "image_url": image, "seed": -1, "frames": 121}),
+    )
+    recorded = download._generation_details()
+    assert recorded is not None
+    assert "base64" not in (recorded.image_url or "")
