@@ -185,3 +185,32 @@ def test_an_inline_image_with_leading_whitespace_is_never_recorded(padding: str)
     recorded = download._generation_details()
     assert recorded is not None
     assert "base64" not in (recorded.image_url or "")
+
+
+# 6. "The refusal reads the same whether the file exists or not": a param can still tell whether
+#    a name outside the roots is a symbolic link. `os.path.realpath` follows a link met on the way
+#    and walks '..' lexically past anything else, so "<outside>/<name>/../root/frame.png" reads the
+#    image when <name> is missing (or a plain directory) and is refused when it is a symlink.
+
+
+def test_a_param_cannot_tell_whether_a_name_outside_the_roots_is_a_symlink(tmp_path: Any) -> None:
+    from airflow_provider_dreamina.inputs.prepare import prepare_image
+    from airflow_provider_dreamina.inputs.sources import ImagePolicy
+    from tests.helpers import image_bytes
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "frame.png").write_bytes(image_bytes(640, 480))
+    outside = tmp_path / "outside"
+    (outside / "deep" / "er").mkdir(parents=True)
+    (outside / "link").symlink_to(outside / "deep" / "er")  # e.g. ~/.ssh -> /secure/ssh on a worker
+    policy = ImagePolicy(roots=(str(root),))
+
+    def outcome(name: str) -> str:
+        try:
+            prepare_image(f"{outside}/{name}/../../root/frame.png", policy=policy)
+        except Exception as error:
+            return type(error).__name__
+        return "read"
+
+    assert outcome("link") == outcome("no-such-name")
