@@ -14,12 +14,14 @@ import math
 import re
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airflow_provider_dreamina.defaults import DEFAULT_MODEL_ID as DEFAULT_MODEL_ID
 from airflow_provider_dreamina.defaults import FRAMES_PER_SECOND as FRAMES_PER_SECOND
 from airflow_provider_dreamina.exceptions import DreaminaInvalidInputError
+from airflow_provider_dreamina.redaction import shorten, url_without_query
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ FRAME_COUNTS = (121, 241)
 # is bounded here, whatever RunComfy (or anything pretending to be it) sends.
 #: What a RunComfy request id may look like; dots are allowed inside an id, but an id of dots
 #: alone would walk up the URL path, and a newline would forge log lines.
-REQUEST_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")
+#: Matched whole (fullmatch: "$" would let a trailing newline through).
+REQUEST_ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,200}", re.ASCII)
 _REQUEST_ID_RULE = "1 to 200 letters, digits, '-', '_', '.', ':'; not dots alone"
 #: Status words, outcomes and similar single words are cut to this many characters.
 WORD_MAX_CHARS = 100
@@ -93,7 +96,7 @@ _STATE_WORDS = {
 
 def is_request_id(value: object) -> bool:
     """Whether ``value`` is a request id RunComfy could have issued (the one rule, everywhere)."""
-    return isinstance(value, str) and REQUEST_ID_PATTERN.match(value) is not None
+    return isinstance(value, str) and REQUEST_ID_PATTERN.fullmatch(value) is not None
 
 
 def check_request_id(request_id: object) -> str:
@@ -173,7 +176,10 @@ class ImageToVideoInput(BaseModel):
         (uri,) = value
         if not isinstance(uri, str) or not uri.strip():
             raise ValueError("image_urls[0] is empty; give a URL, data: URI or path of a JPEG or PNG image")
-        return [uri.strip()]
+        uri = uri.strip()
+        if "://" in uri[:40] and uri[:5].lower() != "data:":
+            _check_url_shape(uri)
+        return [uri]
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -500,10 +506,20 @@ class AccountBalance(_Answer):
         return str(value) if value is not None else None
 
 
+def _check_url_shape(uri: str) -> None:
+    """Refuse a URL or storage URI nothing downstream could parse, before anything is recorded or
+    paid; the message never quotes it (its query may be a signature)."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in uri):
+        raise ValueError("image_urls[0] holds a control character; give a URL without one")
+    try:
+        urlsplit(uri).port  # noqa: B018 - parsing the port is part of the check
+    except ValueError as error:
+        raise ValueError(f"image_urls[0] is not a valid URL ({shorten(str(error), 80)})") from None
+
+
 def recorded_image(image: str) -> str:
     """How a record names an input image: never inline data, never a URL's query (its signature)."""
-    from airflow_provider_dreamina.redaction import url_without_query
-
+    image = image.strip()
     if image[:5].lower() == "data:":
         return "(inline data: URI)"
     return url_without_query(image) if "://" in image else image

@@ -25,8 +25,15 @@ _SCRUB_DEPTH = 64
 
 
 def url_without_query(url: str) -> str:
-    """The URL as it may be logged or stored: without query string, fragment or user info."""
-    parts = urlsplit(url)
+    """The URL as it may be logged or stored: without query string, fragment or user info. Never
+    raises: a URL too broken to parse (``https://[::1/x``) is cut the same way by hand."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme, separator, rest = url.partition("://")
+        rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+        host, slash, path = rest.partition("/")
+        return f"{scheme}{separator}{host.rpartition('@')[2]}{slash}{path}"
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 

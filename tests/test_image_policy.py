@@ -88,7 +88,11 @@ def test_a_param_cannot_read_a_file_outside_the_roots(
             image_roots=[str(layout["root"])],
         )
     message = str(caught.value)
-    assert "image_roots" in message and "allowed_image_roots" in message  # how to allow it
+    if "/../" in source:
+        # Refused as written, before any lookup (resolving it would tell which names are links).
+        assert "'..' segment" in message
+    else:
+        assert "image_roots" in message and "allowed_image_roots" in message  # how to allow it
     assert "640x480" not in message and "MB" not in message  # nothing learnt about the file
     assert str(layout["secret"]) not in message or source.endswith(str(layout["secret"]))
     assert not caught.value.retryable

@@ -139,24 +139,38 @@ def _roots(roots: Sequence[str]) -> tuple[list[str], list[str]]:
 def _real_local_path(text: str) -> str | None:
     """The real path (symlinks and '..' resolved) a local source or root names; None when a
     ``file://`` URI names another machine."""
+    path = _local_path(text)
+    return None if path is None else os.path.realpath(path)
+
+
+def _local_path(text: str) -> str | None:
     try:
         path = locate(text).path
     except NotOnThisMachine:
         return None
-    return None if path is None else os.path.realpath(path)
+    return None if path is None else str(path)
 
 
 def _resolved_path(source: str, label: str) -> str:
     try:
-        # Symlinks and '..' are resolved before the check, so neither can lead out of a root.
-        path = _real_local_path(source)
+        path = _local_path(source)
     except (OSError, ValueError):
         raise DreaminaImageRefusedError(f"image_urls[0] ({label}) is not a valid path") from None
     if path is None:
         raise DreaminaImageRefusedError(
             f"image_urls[0] ({label}) names another machine; a file:// URI must name a path on the worker"
         )
-    return path
+    if ".." in path.split(os.sep):
+        # Refused as written, before any lookup: resolving it would follow a symlink met on the way
+        # and step over anything else, which tells a param which names outside the roots are links.
+        raise DreaminaImageRefusedError(
+            f"image_urls[0] ({label}) holds a '..' segment; name the image by its path under an image root"
+        )
+    try:
+        # Symlinks are resolved before the check, so none can lead out of a root.
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        raise DreaminaImageRefusedError(f"image_urls[0] ({label}) is not a valid path") from None
 
 
 def _path_under(path: str, root: str) -> bool:
@@ -166,8 +180,8 @@ def _path_under(path: str, root: str) -> bool:
 def _outside_roots(label: str, what: str, roots_set: bool) -> DreaminaImageRefusedError:
     where = "outside the allowed image roots" if roots_set else "not allowed: no image roots are set"
     return DreaminaImageRefusedError(
-        f"image_urls[0] ({label}) is {what}, and it is {where} (judged after resolving symlinks and "
-        "'..'); nothing was read. Local and object-storage images are read only under roots the DAG "
+        f"image_urls[0] ({label}) is {what}, and it is {where} (judged after resolving symlinks); "
+        "nothing was read. Local and object-storage images are read only under roots the DAG "
         "author or the deployment allowed: add its directory or prefix to the operator's image_roots, "
         "or to the connection's 'allowed_image_roots' extra, or give an https URL or a data: URI"
     )

@@ -44,7 +44,7 @@ DOWNLOAD_CHUNK_SIZE = 1024 * 1024
 #: the client's CPU per GiB by about a quarter (BENCHMARKS.md, "Download").
 READ_SIZE = 512 * 1024
 MAX_REDIRECTS = 5
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", re.IGNORECASE | re.ASCII)
 
 #: Raises when a URL may not be fetched; the second argument names the URL it redirected from.
 URLCheck = Callable[[str, "str | None"], None]
@@ -307,7 +307,7 @@ class _Transfer:
         self.done = self.expected_total is None or self.offset >= self.expected_total
 
     def _continue_range(self, content_range: str | None, length: int | None, sink: OutputSink) -> int | None:
-        match = _CONTENT_RANGE.match(content_range or "")
+        match = _CONTENT_RANGE.fullmatch(content_range or "")
         start, last = (int(match.group(1)), int(match.group(2))) if match else (-1, -1)
         total = int(match.group(3)) if match and match.group(3) != "*" else None
         changed = self.expected_total is not None and total is not None and total != self.expected_total

@@ -20,11 +20,17 @@ from airflow_provider_dreamina.models import (
     SubmittedRequest,
     check_request_id,
 )
+from airflow_provider_dreamina.redaction import shorten
 from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
-_MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+# Path segments of letters, digits, '.', '_' and '-', none of dots alone: "." or ".." would walk the
+# paid POST to another endpoint of the API host. Matched whole (fullmatch: "$" would allow a
+# trailing newline).
+_MODEL_ID_SEGMENT = r"(?!\.+(?:/|\Z))[A-Za-z0-9._-]+"
+_MODEL_ID_PATTERN = re.compile(rf"{_MODEL_ID_SEGMENT}(?:/{_MODEL_ID_SEGMENT})*", re.ASCII)
+_MODEL_ID_MAX_CHARS = 200
 # The undocumented endpoints are asked once more at most: nothing waits on them.
 _OPTIONAL_CALL_RETRIES = 1
 BALANCE_PATH = "/prod/v2/balance"
@@ -61,9 +67,15 @@ class Call(Generic[AnswerT]):
 
 
 def check_model_id(model_id: str) -> str:
-    if not isinstance(model_id, str) or not _MODEL_ID_PATTERN.match(model_id):
+    if (
+        not isinstance(model_id, str)
+        or len(model_id) > _MODEL_ID_MAX_CHARS
+        or not _MODEL_ID_PATTERN.fullmatch(model_id)
+    ):
         raise DreaminaInvalidInputError(
-            f"model_id {model_id!r} is not a RunComfy model id such as {DEFAULT_MODEL_ID!r}",
+            f"model_id {shorten(repr(model_id))} is not a RunComfy model id such as {DEFAULT_MODEL_ID!r}"
+            f" (segments of letters, digits, '.', '_', '-' joined by '/', none of dots alone; at most"
+            f" {_MODEL_ID_MAX_CHARS} characters)",
             field="model_id",
         )
     return model_id
