@@ -59,9 +59,30 @@ def _rendered_request_id(operator: Any) -> str | None:
     return None
 
 
+#: Where a running task keeps what its links show. Airflow computes the links in the task's own
+#: process when it finishes or defers, so they need not read back the XComs just pushed (each
+#: read is a call to the API server, twice per task that defers).
+_NOTED = "_dreamina_links"
+
+
+def note(operator: Any, *, request_id: str | None = None, output_url: str | None = None) -> None:
+    """Remember, on the running task, the request and output its links point to."""
+    noted = operator.__dict__.setdefault(_NOTED, {})
+    if request_id:
+        noted["request_id"] = request_id
+    if output_url:
+        noted["output_url"] = output_url
+
+
+def _noted(operator: Any, key: str) -> str | None:
+    value = getattr(operator, "__dict__", {}).get(_NOTED, {}).get(key)
+    return value if isinstance(value, str) and value else None
+
+
 def request_id_for(operator: Any, ti_key: Any) -> str | None:
-    """The request a task worked on: its rendered ``request_id`` field, else its own XCom."""
-    found = _rendered_request_id(operator)
+    """The request a task worked on: its rendered ``request_id`` field, what it noted while it ran,
+    else its own XCom."""
+    found = _rendered_request_id(operator) or _noted(operator, "request_id")
     if found:
         return found
     from airflow.sdk.execution_time.xcom import XCom
@@ -86,7 +107,10 @@ class DreaminaOutputLink(BaseOperatorLink):
     name = "Dreamina video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
+        url = _noted(operator, "output_url")
+        if url is None:
+            from airflow.sdk.execution_time.xcom import XCom
 
-        url = XCom.get_value(ti_key=ti_key, key=XCOM_OUTPUT_URL)
-        return str(url) if url else ""
+            url = XCom.get_value(ti_key=ti_key, key=XCOM_OUTPUT_URL)
+        # The URL came from RunComfy's answer: a link is only ever an https URL (never javascript:).
+        return url if isinstance(url, str) and url[:8].lower() == "https://" else ""

@@ -52,3 +52,34 @@ def test_the_submit_task_uses_its_request_id_xcom(xcom: dict[str, Any], field: A
 def test_no_request_no_link(xcom: dict[str, Any]) -> None:
     assert DreaminaGalleryLink().get_link(Task(None), ti_key=object()) == ""  # type: ignore[arg-type]
     assert links.request_id_for(Task("  "), object()) is None
+
+
+def test_a_task_that_noted_its_request_and_output_reads_no_xcom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow computes links in the task's process as it finishes or defers: what the task noted
+    while it ran is enough, with no read of its XComs back through the API server."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    from airflow_provider_dreamina.links import DreaminaOutputLink
+
+    def no_read(**_: Any) -> Any:
+        raise AssertionError("an XCom was read back")
+
+    monkeypatch.setattr(XCom, "get_value", no_read)
+    task = Task(None)
+    links.note(task, request_id="noted-id", output_url="https://files.runcomfy.net/out.mp4")
+    assert DreaminaGalleryLink().get_link(task, ti_key=object()).endswith("?request_id=noted-id")  # type: ignore[arg-type]
+    assert DreaminaOutputLink().get_link(task, ti_key=object()) == "https://files.runcomfy.net/out.mp4"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "http://files.runcomfy.net/out.mp4", "data:text/html,x", ""]
+)
+def test_the_output_link_is_only_ever_an_https_url(xcom: dict[str, Any], url: str) -> None:
+    """The URL comes from RunComfy's answer (untrusted): the UI never gets a script link."""
+    from airflow_provider_dreamina.links import DreaminaOutputLink
+
+    xcom["output_url"] = url
+    assert DreaminaOutputLink().get_link(Task(None), ti_key=object()) == ""  # type: ignore[arg-type]
+    noted = Task(None)
+    links.note(noted, output_url=url)
+    assert DreaminaOutputLink().get_link(noted, ti_key=object()) == ""  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_dreamina import links
 from airflow_provider_dreamina.compat import AirflowFailException
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
@@ -161,6 +162,7 @@ class DreaminaDownloadOperator(BaseOperator):
             fail_or_raise(error)
         if urls:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=urls[0])
+            links.note(self, output_url=urls[0])
         self._saved = (request_id, stored, result.cost)
         self._emit_asset_events(context, request_id, stored, result.cost)
         return [output.uri for output in stored]

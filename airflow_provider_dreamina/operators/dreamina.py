@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_dreamina import links
 from airflow_provider_dreamina.compat import default_deferrable
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
@@ -190,6 +191,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
             fail_or_raise(error)
         self._request_id = request_id
         context["ti"].xcom_push(key=XCOM_REQUEST_ID, value=request_id)
+        links.note(self, request_id=request_id)
         if not self.wait_for_completion:
             return request_id
         if self.deferrable and not finished:
@@ -271,8 +273,10 @@ class DreaminaImageToVideoOperator(BaseOperator):
         from airflow_provider_dreamina.models import GenerationRecord
 
         self._result = result
+        links.note(self, request_id=result.request_id)
         if result.output_urls:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
+            links.note(self, output_url=result.output_urls[0])
         return GenerationRecord.of(result, self._generation_input()).to_xcom()
 
     def _generation_input(self) -> GenerationInput:

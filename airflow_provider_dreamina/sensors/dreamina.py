@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_dreamina import links
 from airflow_provider_dreamina.compat import (
     AirflowRescheduleException,
     AirflowSensorTimeout,
@@ -115,6 +116,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
             )
             self._waiting = Waiting(request_id, policy)
             context["ti"].xcom_push(key=XCOM_REQUEST_ID, value=request_id)
+            links.note(self, request_id=request_id)
             store = context.get("task_state_store") if self.reschedule else None
             if store is not None:
                 self._waiting.resume_errors(store.get(_WAIT_STATE_KEY, None))
@@ -156,6 +158,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
 
         if result.output_urls:
             context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
+            links.note(self, output_url=result.output_urls[0])
         return GenerationRecord.of(result).to_xcom()
 
     def execute(self, context: Context) -> Any:

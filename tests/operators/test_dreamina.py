@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from airflow.exceptions import AirflowFailException, TaskDeferred
 
+from airflow_provider_dreamina import links
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import (
     DreaminaError,
     DreaminaTimeoutError,
 )
 from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+from airflow_provider_dreamina.links import DreaminaOutputLink
 from airflow_provider_dreamina.models import DEFAULT_MODEL_ID, RequestState
 from airflow_provider_dreamina.operators.dreamina import (
     STATE_KEY,
@@ -127,10 +129,14 @@ def test_deferrable_defers_to_the_trigger(emulator: EmulatorHandle) -> None:
 
 def test_execute_complete_success(emulator: EmulatorHandle) -> None:
     context = make_context()
-    record = make_operator(emulator).execute_complete(context, request_events("req-1")["success"])
+    operator = make_operator(emulator)
+    record = operator.execute_complete(context, request_events("req-1")["success"])
     assert record["output_urls"] == ["https://a.runcomfy.net/v.mp4"]
     assert record["input"]["prompt"] == "a paper boat on a rainy street"
     assert context["ti"].xcom[XCOM_OUTPUT_URL] == "https://a.runcomfy.net/v.mp4"
+    # The links Airflow computes next, in this process, need no XCom read back.
+    assert links.request_id_for(operator, ti_key=None) == "req-1"
+    assert DreaminaOutputLink().get_link(operator, ti_key=None) == "https://a.runcomfy.net/v.mp4"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["failed", "cancelled", "error"])
