@@ -107,8 +107,9 @@ class DreaminaOutputLink(BaseOperatorLink):
     name = "Dreamina video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        url = _noted(operator, "output_url")
-        if url is None:
+        url: Any = _noted(operator, "output_url")
+        # A task that noted its request but no output has none yet (it defers): nothing to read.
+        if url is None and _noted(operator, "request_id") is None:
             from airflow.sdk.execution_time.xcom import XCom
 
             url = XCom.get_value(ti_key=ti_key, key=XCOM_OUTPUT_URL)

@@ -69,6 +69,9 @@ def test_a_task_that_noted_its_request_and_output_reads_no_xcom(monkeypatch: pyt
     links.note(task, request_id="noted-id", output_url="https://files.runcomfy.net/out.mp4")
     assert DreaminaGalleryLink().get_link(task, ti_key=object()).endswith("?request_id=noted-id")  # type: ignore[arg-type]
     assert DreaminaOutputLink().get_link(task, ti_key=object()) == "https://files.runcomfy.net/out.mp4"  # type: ignore[arg-type]
+    deferring = Task(None)  # noted its request, has no output yet
+    links.note(deferring, request_id="noted-id")
+    assert DreaminaOutputLink().get_link(deferring, ti_key=object()) == ""  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
