@@ -14,8 +14,8 @@ and triggers one run of N rows:
   prompt and seed, defers to Airflow's ``DateTimeTrigger`` for the same seconds, resumes on a
   worker and returns an id; ``download`` takes that id and writes the same number of bytes, and
   announces the same asset;
-* ``provider-lean`` (diagnostic, ``--variants``): the provider's DAG with the operators' extra
-  links and the download's hook-level lineage switched off, to measure what those two cost.
+* ``provider-lean`` (diagnostic, ``--variants``): the provider's DAG with the operators' two extra
+  links switched off, to measure what they cost.
 
 Each ends with one ``publish``. The ``dreamina`` pool has N slots (deferred tasks count), so it
 holds every row at once; the deployment's own limits (parallelism 16, two workers of 4 slots)

@@ -13,8 +13,7 @@ announces it on the ``dreamina_videos`` asset, then ``publish`` lists every stor
   ``download`` takes that id (``generate.output``) and writes as many bytes as the provider's
   video has.
 * ``dreamina_pipeline_lean`` (variant ``provider-lean``, diagnostic): the provider's DAG with its
-  operators' extra links and the download's hook-level lineage switched off, to measure what
-  those two cost.
+  operators' two extra links switched off, to measure what they cost.
 
 Which DAGs this file defines comes from ``DREAMINA_PIPELINE_VARIANTS`` (``provider``, ``floor``,
 ``provider-lean``, comma-separated), so that a deployment measuring one variant never imports
@@ -163,21 +162,15 @@ if {"provider", "provider-lean"} & set(VARIANTS):
             publish(row.expand_kwargs(rows()))
 
     if "provider-lean" in VARIANTS:
-        # Diagnostic: what two proposed changes would save. No extra links (each is an XCom read and
-        # an XCom write through the Execution API when a task defers or ends), and no hook-level
-        # lineage on downloads (it loads every provider's asset factories in each task process).
-        assert hasattr(DreaminaDownloadOperator, "_report_lineage"), "the method this variant skips moved"
-
+        # Diagnostic: what the operators' two extra links cost. Airflow stores each link as an
+        # XCom (a write through the Execution API) whenever a task defers or ends.
         class LeanGenerate(DreaminaImageToVideoOperator):
             operator_extra_links = ()
 
         class LeanDownload(DreaminaDownloadOperator):
             operator_extra_links = ()
 
-            def _report_lineage(self, stored: Any) -> None:
-                return None
-
-        with _dag("dreamina_pipeline_lean", "Pipeline benchmark: the provider without links and lineage"):
+        with _dag("dreamina_pipeline_lean", "Pipeline benchmark: the provider without extra links"):
             publish(provider_row(LeanGenerate, LeanDownload).expand_kwargs(rows()))
 
 
