@@ -197,8 +197,8 @@ def video(prompt: str, image_url: str) -> Any:
     )
     download = DreaminaDownloadOperator(
         task_id="download",
-        request_id=generate.output["request_id"],  # the XCom the operator pushes under that key
-        generation_input=generate.output,  # its result: the manifest records result["input"]
+        # The submit task's result names the request and what was asked (the manifest records it).
+        generation_input=generate.output,
         destination=OUTPUT,
         outlets=[VIDEOS],
         retries=2,
@@ -229,7 +229,6 @@ def video(prompt: str, image_url: str) -> Any:
     )
     download_again = DreaminaDownloadOperator(
         task_id="download_again",
-        request_id=regenerate.output["request_id"],
         generation_input=regenerate.output,
         destination=OUTPUT,
         outlets=[VIDEOS],

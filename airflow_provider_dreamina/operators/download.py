@@ -25,6 +25,7 @@ from airflow_provider_dreamina.defaults import (
 )
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError, DreaminaError
 from airflow_provider_dreamina.links import DreaminaGalleryLink, DreaminaOutputLink
+from airflow_provider_dreamina.redaction import shorten
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -45,8 +46,10 @@ class DreaminaDownloadOperator(BaseOperator):
     id and each stored URI and SHA-256 (an ``AssetAlias`` gets one event per stored file).
     Returns the list of stored URIs (``file://`` URIs for local directories).
 
-    :param request_id: the request whose outputs to save, typically
-        ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``.
+    :param request_id: the request whose outputs to save, such as ``generate.output["request_id"]``
+        or ``"{{ ti.xcom_pull(task_ids='generate', key='request_id') }}"``; None (the default) takes
+        it from ``generation_input`` when that is the submit task's generation record
+        (``generate.output``): one input from the submit task instead of two.
     :param destination: a directory: local path, ``file://`` URI, or any ``ObjectStoragePath`` URI
         such as ``s3://bucket/videos/{{ ds }}/``.
     :param destination_conn_id: Airflow connection of the destination's storage (such as an
@@ -90,7 +93,7 @@ class DreaminaDownloadOperator(BaseOperator):
     def __init__(
         self,
         *,
-        request_id: str,
+        request_id: str | None = None,
         destination: str,
         destination_conn_id: str | None = None,
         filename: str | None = None,
@@ -179,13 +182,25 @@ class DreaminaDownloadOperator(BaseOperator):
         return download_lineage(*self._saved)
 
     def _checked_request_id(self) -> str:
-        from airflow_provider_dreamina.models import check_request_id
+        """The request to save: ``request_id``, else the one of the generation record given as
+        ``generation_input``; the two must agree when both are given."""
+        from airflow_provider_dreamina.models import GenerationRecord, check_request_id
 
+        record = GenerationRecord.coerce(self.generation_input)
+        recorded = record.request_id if isinstance(record, GenerationRecord) else None
         request_id = str(self.request_id if self.request_id is not None else "").strip()
         if request_id in ("", "None"):
+            if recorded is None:
+                raise AirflowFailException(
+                    f"request_id rendered to {self.request_id!r} and generation_input is no generation "
+                    "record: pass generation_input=generate.output (the submit task's result), or the "
+                    "request id, such as request_id=generate.output['request_id']"
+                )
+            request_id = recorded
+        elif recorded is not None and recorded != request_id:
             raise AirflowFailException(
-                f"request_id rendered to {self.request_id!r}: pass the submit task's request id, such "
-                "as \"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}\""
+                f"request_id {shorten(request_id, 80)!r} is not the request of generation_input "
+                f"({shorten(recorded, 80)!r}): the manifest would record another request's input"
             )
         return check_request_id(request_id)
 

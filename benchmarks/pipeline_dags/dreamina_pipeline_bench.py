@@ -146,8 +146,7 @@ if {"provider", "provider-lean"} & set(VARIANTS):
             )
             download = download_class(
                 task_id="download",
-                request_id=generate.output["request_id"],
-                generation_input=generate.output,
+                generation_input=generate.output,  # names the request too (as the content pipeline)
                 destination=DESTINATION,
                 outlets=[VIDEOS],
                 **RETRIES,

@@ -750,6 +750,41 @@ def test_manifest_takes_the_input_from_the_submit_operators_result(
     assert "outputs" not in manifest and "state" not in manifest
 
 
+def test_the_generation_record_alone_names_the_request(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    # `generation_input=generate.output` and no request_id: one input from the submit task, not two.
+    request_id = submit_finished(emulator)
+    record = {
+        "request_id": request_id,
+        "state": "succeeded",
+        "status": "completed",
+        "input": {"prompt": PROMPT, "seed": SEED},
+    }
+
+    uris = run(make_operator(destination=str(tmp_path), generation_input=record))
+
+    assert uris == [(tmp_path / f"{request_id}.mp4").as_uri()]
+    assert json.loads((tmp_path / f"{request_id}.mp4.json").read_text())["prompt"] == PROMPT
+
+
+def test_a_request_id_that_is_not_the_records_is_refused(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    request_id = submit_finished(emulator)
+    record = {
+        "request_id": "another-request",
+        "state": "succeeded",
+        "status": "completed",
+        "input": {"prompt": PROMPT},
+    }
+
+    with pytest.raises(AirflowFailException, match="is not the request of generation_input"):
+        run(make_operator(request_id=request_id, destination=str(tmp_path), generation_input=record))
+    assert downloads(emulator) == 0
+
+
+def test_without_a_request_id_or_a_record_the_task_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(AirflowFailException, match=r"pass generation_input=generate\.output"):
+        run(make_operator(destination=str(tmp_path), generation_input={"prompt": PROMPT}))
+
+
 def test_no_manifest_when_disabled(emulator: EmulatorHandle, tmp_path: Path) -> None:
     request_id = submit_finished(emulator)
 
