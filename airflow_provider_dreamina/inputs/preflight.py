@@ -36,7 +36,7 @@ from airflow_provider_dreamina.exceptions import (
 )
 from airflow_provider_dreamina.inputs.rules import HEAD_BYTES, IMAGE_MAX_BYTES, ImageInfo, check_image
 from airflow_provider_dreamina.runcomfy import deadlines
-from airflow_provider_dreamina.runcomfy.clients import USER_AGENT
+from airflow_provider_dreamina.runcomfy.clients import USER_AGENT, tls_context
 from airflow_provider_dreamina.runcomfy.reading import raw_chunks
 
 MAX_REDIRECTS = 5
@@ -151,7 +151,11 @@ def open_url(
     deadline (the caller checks it between chunks; every socket operation is bounded by it)."""
     with deadlines.within(seconds) as deadline:
         client = httpx.Client(
-            timeout=httpx.Timeout(seconds), follow_redirects=False, transport=transport, trust_env=False
+            timeout=httpx.Timeout(seconds),
+            follow_redirects=False,
+            transport=transport,
+            trust_env=False,
+            verify=tls_context(trust_env=False),
         )
         with deadlines.install(client):
             target = source

@@ -18,7 +18,6 @@ from airflow_provider_dreamina.compat import AirflowFailException
 from airflow_provider_dreamina.defaults import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_BYTES,
-    XCOM_OUTPUT_URL,
     IfExists,
     VerifyMode,
     check_mode,
@@ -164,8 +163,7 @@ class DreaminaDownloadOperator(BaseOperator):
         except DreaminaError as error:
             fail_or_raise(error)
         if urls:
-            context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=urls[0])
-            links.note(self, output_url=urls[0])
+            links.note(self, output_url=urls[0])  # for the "Dreamina video" link (no XCom needed)
         self._saved = (request_id, stored, result.cost)
         self._emit_asset_events(context, request_id, stored, result.cost)
         return [output.uri for output in stored]

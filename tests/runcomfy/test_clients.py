@@ -68,3 +68,21 @@ def test_concurrent_waits_keep_at_most_max_connections_requests_in_flight() -> N
     assert answered == [f"request-{index}" for index in range(WAITS)]
     assert transport.answered == WAITS
     assert transport.most_in_flight == POOL_SIZE
+
+
+def test_every_client_of_a_process_shares_one_tls_context() -> None:
+    """Loading the CA bundle costs about 20 ms of CPU: a task process pays for it once."""
+    from airflow_provider_dreamina.runcomfy.clients import (
+        api_client,
+        client_options,
+        output_client,
+        tls_context,
+    )
+    from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
+
+    settings = DreaminaSettings(conn_id="c", base_url="https://api.test", token="t" * 32)
+    assert client_options(settings)["verify"] is tls_context()
+    with api_client(settings) as api, output_client(settings) as output:
+        contexts = {id(client._transport._pool._ssl_context) for client in (api, output)}  # type: ignore[attr-defined]
+    assert contexts == {id(tls_context())}
+    assert tls_context(trust_env=False) is not tls_context()
