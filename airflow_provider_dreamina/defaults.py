@@ -14,8 +14,6 @@ DEFAULT_FRAMES = 121
 
 #: XCom key of the request id every task that starts or follows a request pushes.
 XCOM_REQUEST_ID = "request_id"
-#: XCom key of the first output URL of a succeeded request (the "Dreamina video" link).
-XCOM_OUTPUT_URL = "output_url"
 #: The manifest beside each stored file is named after it with this suffix added.
 MANIFEST_SUFFIX = ".json"
 #: Key under which the submit operator keeps its record in ``task_state_store`` (Airflow 3.3+).

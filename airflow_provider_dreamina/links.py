@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-from airflow_provider_dreamina.defaults import XCOM_OUTPUT_URL, XCOM_REQUEST_ID
+from airflow_provider_dreamina.defaults import XCOM_REQUEST_ID
 
 #: Where Airflow's API server mounts the gallery (see ``plugins/plugin.py``).
 GALLERY_PATH = "/dreamina"
@@ -107,11 +107,8 @@ class DreaminaOutputLink(BaseOperatorLink):
     name = "Dreamina video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        url: Any = _noted(operator, "output_url")
-        # A task that noted its request but no output has none yet (it defers): nothing to read.
-        if url is None and _noted(operator, "request_id") is None:
-            from airflow.sdk.execution_time.xcom import XCom
-
-            url = XCom.get_value(ti_key=ti_key, key=XCOM_OUTPUT_URL)
-        # The URL came from RunComfy's answer: a link is only ever an https URL (never javascript:).
-        return url if isinstance(url, str) and url[:8].lower() == "https://" else ""
+        # Noted by the task when its request succeeded (the link is computed in the same process,
+        # and stored). The URL came from RunComfy's answer: a link is only ever a web URL, never
+        # javascript: or data:.
+        url = _noted(operator, "output_url")
+        return url if url is not None and url.lower().startswith(("https://", "http://")) else ""

@@ -75,14 +75,12 @@ def test_a_task_that_noted_its_request_and_output_reads_no_xcom(monkeypatch: pyt
 
 
 @pytest.mark.parametrize(
-    "url", ["javascript:alert(1)", "http://files.runcomfy.net/out.mp4", "data:text/html,x", ""]
+    "url", ["javascript:alert(1)", " javascript:alert(1)", "data:text/html,x", "ftp://x/y.mp4", ""]
 )
-def test_the_output_link_is_only_ever_an_https_url(xcom: dict[str, Any], url: str) -> None:
+def test_the_output_link_is_only_ever_a_web_url(url: str) -> None:
     """The URL comes from RunComfy's answer (untrusted): the UI never gets a script link."""
     from airflow_provider_dreamina.links import DreaminaOutputLink
 
-    xcom["output_url"] = url
-    assert DreaminaOutputLink().get_link(Task(None), ti_key=object()) == ""  # type: ignore[arg-type]
     noted = Task(None)
     links.note(noted, output_url=url)
     assert DreaminaOutputLink().get_link(noted, ti_key=object()) == ""  # type: ignore[arg-type]

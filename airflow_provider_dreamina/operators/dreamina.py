@@ -24,7 +24,6 @@ from airflow_provider_dreamina.defaults import (
     DEFER_TIMEOUT_MARGIN_SECONDS,
     MANIFEST_SUFFIX,
     STATE_KEY,
-    XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
     OnClear,
     OnOrphanedSubmit,
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_SUFFIX",
     "STATE_KEY",
-    "XCOM_OUTPUT_URL",
     "XCOM_REQUEST_ID",
     "DreaminaDownloadOperator",
     "DreaminaGalleryLink",
@@ -275,7 +273,6 @@ class DreaminaImageToVideoOperator(BaseOperator):
         self._result = result
         links.note(self, request_id=result.request_id)
         if result.output_urls:
-            context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
             links.note(self, output_url=result.output_urls[0])
         return GenerationRecord.of(result, self._generation_input()).to_xcom()
 

@@ -21,7 +21,6 @@ from airflow_provider_dreamina.defaults import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFAULT_POLL_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
-    XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
 )
 from airflow_provider_dreamina.exceptions import DreaminaError, DreaminaTimeoutError
@@ -157,7 +156,6 @@ class DreaminaRequestSensor(BaseSensorOperator):
         from airflow_provider_dreamina.models import GenerationRecord
 
         if result.output_urls:
-            context["ti"].xcom_push(key=XCOM_OUTPUT_URL, value=result.output_urls[0])
             links.note(self, output_url=result.output_urls[0])
         return GenerationRecord.of(result).to_xcom()
 

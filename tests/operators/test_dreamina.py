@@ -20,7 +20,6 @@ from airflow_provider_dreamina.links import DreaminaOutputLink
 from airflow_provider_dreamina.models import DEFAULT_MODEL_ID, RequestState
 from airflow_provider_dreamina.operators.dreamina import (
     STATE_KEY,
-    XCOM_OUTPUT_URL,
     XCOM_REQUEST_ID,
     DreaminaImageToVideoOperator,
 )
@@ -63,7 +62,9 @@ def test_waiting_returns_a_small_json_result(emulator: EmulatorHandle) -> None:
     result = make_operator(emulator, wait_for_completion=True, deferrable=False).execute(context)
     assert result["state"] == "succeeded"
     assert result["request_id"] == context["ti"].xcom[XCOM_REQUEST_ID]
-    assert result["output_urls"] and context["ti"].xcom[XCOM_OUTPUT_URL] == result["output_urls"][0]
+    assert result["output_urls"]
+    # The output URL is in the return value only: no second XCom of a signed URL.
+    assert set(context["ti"].xcom) == {XCOM_REQUEST_ID}
     assert set(result) >= {"created_at", "finished_at", "generation_seconds", "cost_usd"}
     assert "cost" not in result and "duration_seconds" not in result
     assert result["input"] == {
@@ -133,7 +134,6 @@ def test_execute_complete_success(emulator: EmulatorHandle) -> None:
     record = operator.execute_complete(context, request_events("req-1")["success"])
     assert record["output_urls"] == ["https://a.runcomfy.net/v.mp4"]
     assert record["input"]["prompt"] == "a paper boat on a rainy street"
-    assert context["ti"].xcom[XCOM_OUTPUT_URL] == "https://a.runcomfy.net/v.mp4"
     # The links Airflow computes next, in this process, need no XCom read back.
     assert links.request_id_for(operator, ti_key=None) == "req-1"
     assert DreaminaOutputLink().get_link(operator, ti_key=None) == "https://a.runcomfy.net/v.mp4"  # type: ignore[arg-type]
@@ -298,19 +298,9 @@ def test_operator_builds_no_hook_at_parse_time(emulator: EmulatorHandle) -> None
     assert emulator.counters()["calls"] == {k: 0 for k in emulator.counters()["calls"]}
 
 
-def test_extra_link_points_at_the_first_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.execution_time import xcom
-
-    from airflow_provider_dreamina.operators.dreamina import DreaminaOutputLink
-
-    seen: dict[str, Any] = {}
-
-    def get_value(*, ti_key: Any, key: str) -> Any:
-        seen["key"] = key
-        return "https://files.runcomfy.net/out.mp4" if ti_key == "done" else None
-
-    monkeypatch.setattr(xcom.XCom, "get_value", get_value)
+def test_extra_link_points_at_the_first_output(emulator: EmulatorHandle) -> None:
+    operator = make_operator(emulator, wait_for_completion=True, deferrable=False)
     link = DreaminaOutputLink()
-    assert link.get_link(None, ti_key="done") == "https://files.runcomfy.net/out.mp4"  # type: ignore[arg-type]
-    assert link.get_link(None, ti_key="waiting") == ""  # type: ignore[arg-type]
-    assert seen["key"] == XCOM_OUTPUT_URL
+    assert link.get_link(operator, ti_key=None) == ""  # type: ignore[arg-type]
+    result = operator.execute(make_context())
+    assert link.get_link(operator, ti_key=None) == result["output_urls"][0]  # type: ignore[arg-type]
