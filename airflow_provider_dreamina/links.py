@@ -1,9 +1,10 @@
 """Extra links from a task to the Dreamina gallery's page of its request, and to RunComfy's output.
 
 RunComfy's output URLs expire; the gallery plays the stored video for as long as it is kept. On
-Airflow 3 a link is computed on the worker when the task finishes (or defers) and stored as an
-XCom, so ``get_link`` may read the rendered task: the sensor's and the download operator's
-``request_id`` field, or the ``request_id`` XCom the submit operator pushes.
+Airflow 3 a link is computed in the task's own process when it finishes (or defers) and stored as
+an XCom, so ``get_link`` reads what the running task noted (:func:`note`): the request it worked
+on and, once succeeded, its first output URL. A task that noted no request (one that failed before
+knowing it) falls back to its rendered ``request_id`` field, then to its own ``request_id`` XCom.
 
 The second link, "Dreamina video", is RunComfy's own output URL, for as long as it is valid.
 
@@ -74,15 +75,20 @@ def note(operator: Any, *, request_id: str | None = None, output_url: str | None
         noted["output_url"] = output_url
 
 
+def forget(operator: Any) -> None:
+    """Start a run with nothing noted (an operator object run twice, as a test may, links anew)."""
+    operator.__dict__.pop(_NOTED, None)
+
+
 def _noted(operator: Any, key: str) -> str | None:
     value = getattr(operator, "__dict__", {}).get(_NOTED, {}).get(key)
     return value if isinstance(value, str) and value else None
 
 
 def request_id_for(operator: Any, ti_key: Any) -> str | None:
-    """The request a task worked on: its rendered ``request_id`` field, what it noted while it ran,
-    else its own XCom."""
-    found = _rendered_request_id(operator) or _noted(operator, "request_id")
+    """The request a task worked on: what it noted while it ran, else its rendered ``request_id``
+    field, else its own ``request_id`` XCom."""
+    found = _noted(operator, "request_id") or _rendered_request_id(operator)
     if found:
         return found
     from airflow.sdk.execution_time.xcom import XCom

@@ -34,7 +34,7 @@ FRAME_COUNTS = (121, 241)
 #: What a RunComfy request id may look like; dots are allowed inside an id, but an id of dots
 #: alone would walk up the URL path, and a newline would forge log lines.
 #: Matched whole (fullmatch: "$" would let a trailing newline through).
-REQUEST_ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,200}", re.ASCII)
+REQUEST_ID_PATTERN = re.compile(r"\A(?!\.+\Z)[A-Za-z0-9._:-]{1,200}\Z", re.ASCII)
 _REQUEST_ID_RULE = "1 to 200 letters, digits, '-', '_', '.', ':'; not dots alone"
 #: Status words, outcomes and similar single words are cut to this many characters.
 WORD_MAX_CHARS = 100
@@ -624,6 +624,12 @@ class GenerationRecord(BaseModel):
                     return cls.model_validate(value)
                 except ValidationError:
                     return GenerationInput.model_validate(value["input"])
+            if value.get("input") is None and "request_id" in value and "state" in value:
+                # The sensor's record: a request and its end, without the input it never saw.
+                try:
+                    return cls.model_validate(value)
+                except ValidationError:
+                    pass
             return GenerationInput.model_validate(value)
         except ValidationError:
             return None

@@ -4,9 +4,10 @@
 policy is secure by default. A local path, ``file://`` or ``local://`` URI, or an object-storage URI
 is read (and sent inline) only under a root that the DAG author (operator argument
 ``image_roots``) or the deployment (connection extra ``allowed_image_roots``) allowed. Paths are
-judged after symlinks and ``..`` are resolved, and only a regular file is ever opened (never a
-FIFO or a device). Object storage is opened with the operator's ``image_conn_id``; a connection
-named inside the URI (``s3://conn@bucket/...``) is refused.
+judged after symlinks are resolved (a ``..`` segment is refused as written, before any lookup),
+and only a regular file is ever opened (never a FIFO or a device). Object storage is opened with
+the operator's ``image_conn_id``; a connection named inside the URI (``s3://conn@bucket/...``) is
+refused.
 
 A refused source fails before anything is read, with an error that names the rule and how to
 allow the source, and says nothing of what lies outside the roots (whether a file exists, its

@@ -136,8 +136,10 @@ class DreaminaDownloadOperator(BaseOperator):
         from airflow_provider_dreamina.outputs.saving import OutputSaver
         from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
+        links.forget(self)
         try:
             request_id = self._checked_request_id()
+            links.note(self, request_id=request_id)
             result = self.hook.get_result(request_id, include_cost=True)
             urls = self._finished_outputs(result)
             names = FileNames(self.filename, self.destination)
@@ -191,8 +193,9 @@ class DreaminaDownloadOperator(BaseOperator):
             if recorded is None:
                 raise AirflowFailException(
                     f"request_id rendered to {self.request_id!r} and generation_input is no generation "
-                    "record: pass generation_input=generate.output (the submit task's result), or the "
-                    "request id, such as request_id=generate.output['request_id']"
+                    "record: pass generation_input=generate.output (the result of a submit task that "
+                    "waits, wait_for_completion=True, or of a sensor), or the request id, such as "
+                    "request_id=generate.output['request_id']"
                 )
             request_id = recorded
         elif recorded is not None and recorded != request_id:

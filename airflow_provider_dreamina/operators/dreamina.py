@@ -183,6 +183,7 @@ class DreaminaImageToVideoOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         from airflow_provider_dreamina.waiting.outcome import fail_or_raise
 
+        links.forget(self)
         try:
             request_id, finished = self._reattach_or_submit(self._input(), context)
         except DreaminaError as error:
@@ -262,7 +263,9 @@ class DreaminaImageToVideoOperator(BaseOperator):
         from airflow_provider_dreamina.waiting.outcome import RequestEvent, fail_or_raise
 
         try:
-            result = RequestEvent.model_validate(event).finished_result()
+            parsed = RequestEvent.model_validate(event)
+            links.note(self, request_id=parsed.request_id)  # the gallery link, even on a failure
+            result = parsed.finished_result()
         except DreaminaError as error:
             fail_or_raise(error)
         return self._succeeded(result, context)

@@ -128,16 +128,18 @@ class RetryPolicy:
 
 #: The ``error_code`` values with which RunComfy documents refusing a call (nothing was created).
 REFUSAL_CODES = frozenset({400001, 400002, 400004, 403001, 404001, 422001})
+#: The HTTP statuses with which RunComfy (and its own clients) refuse a call.
+REFUSAL_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429})
 
 
 def proves_refusal(failure: DreaminaAPIError) -> bool:
     """Whether an error answer proves that RunComfy created nothing: one of the :data:`REFUSALS`
-    on an HTTP 4xx, or with a documented refusal code on a 2xx answer. Nothing else does: not a
-    4xx RunComfy does not document (409 Conflict may name what was created), a 3xx or an unknown
-    code."""
+    on a status RunComfy refuses with (:data:`REFUSAL_STATUSES`), or with a documented refusal
+    code on a 2xx answer. Nothing else does: not another 4xx, even with a refusal's code (409
+    Conflict may name what was created), a 3xx or an unknown code."""
     if not isinstance(failure, REFUSALS):
         return False
-    if 400 <= failure.status_code < 500:
+    if failure.status_code in REFUSAL_STATUSES:
         return True
     return 200 <= failure.status_code < 300 and failure.error_code in REFUSAL_CODES
 

@@ -160,6 +160,7 @@ class DreaminaRequestSensor(BaseSensorOperator):
         return GenerationRecord.of(result).to_xcom()
 
     def execute(self, context: Context) -> Any:
+        links.forget(self)
         if not self.deferrable:
             return self._execute_polling(context)
         # One poke first: a request that has already finished needs no triggerer round trip.

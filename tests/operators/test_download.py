@@ -24,6 +24,7 @@ from airflow.exceptions import AirflowFailException
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
+from airflow_provider_dreamina import links
 from airflow_provider_dreamina.emulator import EmulatorHandle
 from airflow_provider_dreamina.exceptions import DreaminaDownloadError
 from airflow_provider_dreamina.hooks.dreamina import DOWNLOAD_CHUNK_SIZE, DownloadedOutput, DreaminaHook
@@ -760,9 +761,11 @@ def test_the_generation_record_alone_names_the_request(emulator: EmulatorHandle,
         "input": {"prompt": PROMPT, "seed": SEED},
     }
 
-    uris = run(make_operator(destination=str(tmp_path), generation_input=record))
+    operator = make_operator(destination=str(tmp_path), generation_input=record)
+    uris = run(operator)
 
     assert uris == [(tmp_path / f"{request_id}.mp4").as_uri()]
+    assert links.request_id_for(operator, ti_key=None) == request_id  # its gallery link, no XCom read
     assert json.loads((tmp_path / f"{request_id}.mp4.json").read_text())["prompt"] == PROMPT
 
 
@@ -778,6 +781,14 @@ def test_a_request_id_that_is_not_the_records_is_refused(emulator: EmulatorHandl
     with pytest.raises(AirflowFailException, match="is not the request of generation_input"):
         run(make_operator(request_id=request_id, destination=str(tmp_path), generation_input=record))
     assert downloads(emulator) == 0
+
+
+def test_a_sensors_record_names_the_request_too(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    # `generation_input=wait.output` of a DreaminaRequestSensor: a record without its input.
+    request_id = submit_finished(emulator)
+    record = {"request_id": request_id, "state": "succeeded", "status": "completed", "input": None}
+
+    assert run(make_operator(destination=str(tmp_path), generation_input=record))
 
 
 def test_without_a_request_id_or_a_record_the_task_says_what_to_pass(tmp_path: Path) -> None:

@@ -143,9 +143,12 @@ def test_execute_complete_success(emulator: EmulatorHandle) -> None:
 def test_execute_complete_failures_are_permanent_and_keep_their_cause(
     emulator: EmulatorHandle, kind: str
 ) -> None:
+    operator = make_operator(emulator)
     with pytest.raises(AirflowFailException, match=f"was {kind}") as caught:
-        make_operator(emulator).execute_complete(make_context(), request_events("req-1")[kind])
+        operator.execute_complete(make_context(), request_events("req-1")[kind])
     assert isinstance(caught.value.__cause__, DreaminaError)
+    # Its gallery link still leads to the request, with no XCom read back.
+    assert links.request_id_for(operator, ti_key=None) == "req-1"
 
 
 def test_execute_complete_timeout_may_retry(emulator: EmulatorHandle) -> None:

@@ -60,6 +60,8 @@ pytestmark = pytest.mark.timeout(TIMEOUT_SECONDS)
 
 #: The refusals RunComfy documents: an answer carrying one proves nothing was created.
 REFUSAL_CODES = frozenset(code for code in ERROR_CODES if code != 500001)
+#: The statuses RunComfy (and its own clients) refuse a call with (RUNCOMFY_API.md, "Errors").
+REFUSAL_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429})
 LOGGERS = ("", "airflow_provider_dreamina", "httpx", "httpcore")
 
 # What each call is asked, and which fields its answers most likely carry.
@@ -190,11 +192,13 @@ def may_have_created(outcome: Outcome) -> bool:
     """Whether RunComfy may have created (and charged for) a request, by what the attempt saw.
 
     Nothing was created only when the request never left (connection refused, connect or pool
-    timeout) or RunComfy refused it: HTTP 4xx, or a documented refusal code on a 2xx answer.
+    timeout) or RunComfy refused it: a status it refuses with (400, 401, 402, 403, 404, 422, 429),
+    or a documented refusal code on a 2xx answer. Any other 4xx (409 Conflict), whatever its code,
+    may have created a request.
     """
     if isinstance(outcome, Failure):
         return not outcome.not_sent
-    if 400 <= outcome.status < 500:
+    if outcome.status in REFUSAL_STATUSES:
         return False
     if 200 <= outcome.status < 300:
         try:

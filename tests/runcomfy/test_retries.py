@@ -204,6 +204,11 @@ def _answering(status: int, body: dict[str, object]) -> DreaminaHook:
         (503, {"error_code": 500001}),
         # A refusal's code on an answer that is neither a 2xx nor a 4xx proves nothing.
         (303, {"error_code": 400002}),
+        # Nor on a 4xx RunComfy does not refuse with: the status may name what was created.
+        (409, {"error_code": 400001}),
+        (410, {"error_code": 404001}),
+        (413, {"error_code": 422001}),
+        (451, {"error_code": 403001}),
     ],
 )
 def test_an_error_answer_that_is_not_a_refusal_makes_a_paid_submit_uncertain(
