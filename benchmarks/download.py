@@ -489,8 +489,9 @@ def _report(
         f"({fixed['cpu_ms']['operator']:.0f} ms CPU), the loop with SHA-256 and fsync "
         f"{fixed['ms']['loop_verified']:.0f} ms ({fixed['cpu_ms']['loop_verified']:.0f} ms CPU). Every "
         f"new httpx client builds an SSL context (it loads the CA bundle), even for http URLs: "
-        f"{fixed['ssl_context_cpu_ms']:.0f} ms of CPU here; the loop makes one client, the operator two "
-        "(the API client for the result lookup, then the output client)."
+        f"{fixed['ssl_context_cpu_ms']:.0f} ms of CPU here; the loop builds one client (and its context) per "
+        "run; the operator's two clients share one context per process (`runcomfy/clients.tls_context`), "
+        "built before these rounds."
     )
     return text, all(passed for _, _, passed in checks)
 
