@@ -479,3 +479,22 @@ class Script:
 
     def outcomes_of(self, call: str) -> list[Outcome]:
         return [outcome for sent_call, outcome in self.sent if sent_call == call]
+
+
+def scripted_hook(script: Script, max_retries: int = 0, **settings: Any) -> Any:
+    """A hook whose sync and async clients are answered by ``script``, retrying within microseconds."""
+    from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
+    from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
+
+    sync, asynchronous = script.transports()
+    hook = DreaminaHook(
+        transport=sync, async_transport=asynchronous, retry_backoff=0.0001, max_retry_wait=0.001
+    )
+    hook._settings = DreaminaSettings(
+        conn_id="dreamina_default",
+        base_url="https://model-api.runcomfy.test",
+        token=TOKEN,
+        max_retries=max_retries,
+        **settings,
+    )
+    return hook

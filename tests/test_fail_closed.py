@@ -58,6 +58,7 @@ from tests.strategies import (
     Reply,
     Script,
     encode,
+    scripted_hook,
 )
 
 pytestmark = pytest.mark.timeout(TIMEOUT_SECONDS)
@@ -66,17 +67,7 @@ IMAGE = "https://images.example/in.png"
 
 
 def a_hook(script: Script, max_retries: int = 0, **settings: Any) -> DreaminaHook:
-    sync, asynchronous = script.transports()
-    hook = DreaminaHook(
-        transport=sync, async_transport=asynchronous, retry_backoff=0.0001, max_retry_wait=0.001
-    )
-    hook._settings = DreaminaSettings(
-        conn_id="dreamina_default",
-        base_url="https://model-api.runcomfy.test",
-        token=TOKEN,
-        max_retries=max_retries,
-        **settings,
-    )
+    hook: DreaminaHook = scripted_hook(script, max_retries, **settings)
     return hook
 
 

@@ -42,7 +42,6 @@ from airflow_provider_dreamina.models import (
     SubmittedRequest,
     is_request_id,
 )
-from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 from tests.leaks import assert_no_leak
 from tests.strategies import (
     ERROR_CODES,
@@ -54,6 +53,7 @@ from tests.strategies import (
     Reply,
     Script,
     outcomes,
+    scripted_hook,
 )
 
 pytestmark = pytest.mark.timeout(TIMEOUT_SECONDS)
@@ -72,18 +72,8 @@ FREE_CALLS: dict[str, tuple[str, tuple[str, ...], type[Any]]] = {
 }
 
 
-def a_hook(script: Script, max_retries: int) -> DreaminaHook:
-    """A hook whose sync and async clients are answered by ``script``, retrying within microseconds."""
-    sync, asynchronous = script.transports()
-    hook = DreaminaHook(
-        transport=sync, async_transport=asynchronous, retry_backoff=0.0001, max_retry_wait=0.001
-    )
-    hook._settings = DreaminaSettings(
-        conn_id="dreamina_default",
-        base_url="https://model-api.runcomfy.test",
-        token=TOKEN,
-        max_retries=max_retries,
-    )
+def a_hook(script: Script, max_retries: int = 0, **settings: Any) -> DreaminaHook:
+    hook: DreaminaHook = scripted_hook(script, max_retries, **settings)
     return hook
 
 
