@@ -130,7 +130,7 @@ class _HttpxLineFilter(logging.Filter):
 
 
 def redact_httpx_log_lines() -> None:
-    """Install the filter of httpx's request lines (see :class:`_HttpxLineFilter`) once."""
+    """Install the filter of httpx's request lines (see ``_HttpxLineFilter``) once."""
     logger = logging.getLogger("httpx")
     if not any(isinstance(existing, _HttpxLineFilter) for existing in logger.filters):
         logger.addFilter(_HttpxLineFilter())

@@ -68,7 +68,7 @@ from airflow_provider_dreamina.runcomfy.settings import DreaminaSettings
 
 log = logging.getLogger(__name__)
 
-# Error answers that prove RunComfy refused a call, so a paid one created nothing.
+#: Error answers that prove RunComfy refused a call, so a paid one created nothing.
 REFUSALS = (
     DreaminaAuthError,
     DreaminaInsufficientBalanceError,
