@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_dreamina.hooks.dreamina import DreaminaHook
-    from airflow_provider_dreamina.models import GenerationInput, RequestResult
+    from airflow_provider_dreamina.models import GenerationInput, GenerationRecord, RequestResult
     from airflow_provider_dreamina.outputs.saving import StoredOutput
 
 
@@ -186,7 +186,7 @@ class DreaminaDownloadOperator(BaseOperator):
         ``generation_input``; the two must agree when both are given."""
         from airflow_provider_dreamina.models import GenerationRecord, check_request_id
 
-        record = GenerationRecord.coerce(self.generation_input)
+        record = self._given_generation
         recorded = record.request_id if isinstance(record, GenerationRecord) else None
         request_id = str(self.request_id if self.request_id is not None else "").strip()
         if request_id in ("", "None"):
@@ -222,14 +222,20 @@ class DreaminaDownloadOperator(BaseOperator):
             )
         return result.output_urls
 
+    @cached_property
+    def _given_generation(self) -> GenerationRecord | GenerationInput | None:
+        """``generation_input`` (as rendered) read once: a generation record, only its input, or None."""
+        from airflow_provider_dreamina.models import GenerationRecord
+
+        return GenerationRecord.coerce(self.generation_input)
+
     def _generation_details(self) -> GenerationInput | None:
         """The submitted input as the manifest records it (never inline image data)."""
         from airflow_provider_dreamina.models import GenerationRecord
 
-        value: Any = self.generation_input
-        if value is None or value == "":
+        if self.generation_input is None or self.generation_input == "":
             return None
-        record = GenerationRecord.coerce(value)
+        record = self._given_generation
         if record is None:
             self.log.warning(
                 "generation_input is neither a generation record, nor a dict of the submitted input, nor "
