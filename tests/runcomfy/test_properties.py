@@ -16,7 +16,6 @@ The strategies, and the profiles that set how many examples run, are in ``tests/
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from airflow_provider_dreamina.models import (
     SubmittedRequest,
     is_request_id,
 )
+from tests.helpers import Api
 from tests.leaks import assert_no_leak
 from tests.strategies import (
     ERROR_CODES,
@@ -80,16 +80,7 @@ def a_hook(script: Script, max_retries: int = 0, **settings: Any) -> DreaminaHoo
 def call(hook: DreaminaHook, mode: str, name: str, *args: Any, **kwargs: Any) -> Any:
     """``hook.name(...)`` or, in async mode, its async twin; returns the value or the exception."""
     try:
-        if mode == "sync":
-            return getattr(hook, name)(*args, **kwargs)
-
-        async def run() -> Any:
-            try:
-                return await getattr(hook, f"a{name}")(*args, **kwargs)
-            finally:
-                await hook.aclose_shared_clients()
-
-        return asyncio.run(run())
+        return Api(mode)(hook, name, *args, **kwargs)
     except Exception as error:
         return error
 
